@@ -1,0 +1,140 @@
+"""Every setting of a run in one place, with the seed's values as defaults, checked at the door."""
+import argparse
+import dataclasses
+from dataclasses import dataclass
+
+from .backbones import BACKBONES
+
+DRY_RUN_IMAGE_SIZE = 96  # what --dry-run uses unless --image-size is given
+
+
+class InputError(ValueError):
+    """Bad configuration or input files: reported as one line, before any heavy work starts."""
+
+
+@dataclass(frozen=True)
+class Config:
+    backbones: tuple[str, ...] = ("xception", "inception_v3")
+    image_size: int = 299  # side of the square each image is resized to
+    flips: bool = True  # also train on, and predict, the horizontally flipped view
+    n_folds: int = 5
+    dropout: float = 0.5
+    learning_rate: float = 1e-3
+    max_epochs: int = 50
+    patience: int = 5  # epochs without a better validation loss before a head stops
+    head_batch_size: int = 128
+    extract_batch_size: int = 64
+    n_jobs: int = -1  # image-decoding threads (-1: one per core)
+    seed: int = 2017
+    dry_run: bool = False  # random-init backbones: no weight files, for CPU and CI
+    weights_dataset: str = "gaborfodor/keras-pretrained-models"  # Kaggle dataset with the .h5 files
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not _has_type(value, field.type):
+                raise InputError(f"config {field.name}={value!r}: expected {_type_name(field.type)}")
+        unknown = [name for name in self.backbones if name not in BACKBONES]
+        if unknown or not self.backbones:
+            raise InputError(
+                f"config backbones={','.join(self.backbones)!r}: expected one or more of {', '.join(BACKBONES)}"
+            )
+        min_size = max(BACKBONES[name].min_size for name in self.backbones)
+        if self.image_size < min_size:
+            raise InputError(f"config image_size={self.image_size}: expected at least {min_size} for these backbones")
+        _check_at_least(self, "n_folds", 2)
+        for name in ("max_epochs", "head_batch_size", "extract_batch_size"):
+            _check_at_least(self, name, 1)
+        _check_at_least(self, "patience", 0)
+        if not 0 <= self.dropout < 1:
+            raise InputError(f"config dropout={self.dropout}: expected a value in [0, 1)")
+        if not self.learning_rate > 0:
+            raise InputError(f"config learning_rate={self.learning_rate}: expected a positive number")
+        if self.n_jobs == 0 or self.n_jobs < -1:
+            raise InputError(f"config n_jobs={self.n_jobs}: expected a positive count or -1 (all cores)")
+
+    @property
+    def views(self):
+        """Names of the image views features are extracted for, in feature order."""
+        return ("original", "flipped") if self.flips else ("original",)
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+def make_config(**overrides):
+    """A Config from the defaults and `overrides`; a dry run gets the small image size unless one is given."""
+    if overrides.get("dry_run") and "image_size" not in overrides:
+        overrides["image_size"] = DRY_RUN_IMAGE_SIZE
+    return Config(**overrides)
+
+
+def parse_value(name, text):
+    """Turn the text `text` into a value for the Config field `name` (for flags and key=value settings)."""
+    field = {f.name: f for f in dataclasses.fields(Config)}.get(name)
+    if field is None:
+        raise InputError(f"config key {name!r}: expected one of {', '.join(f.name for f in dataclasses.fields(Config))}")
+    try:
+        if field.type is bool:
+            lowered = text.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return lowered in ("true", "1", "yes")
+        if field.type == tuple[str, ...]:
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        return field.type(text)
+    except ValueError:
+        raise InputError(f"config {name}={text!r}: expected {_type_name(field.type)}") from None
+
+
+def add_config_arguments(parser):
+    """One command-line flag per Config field (--image-size, --flips/--no-flips, ...), defaulting to unset."""
+    for field in dataclasses.fields(Config):
+        flag = "--" + field.name.replace("_", "-")
+        if field.type is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                metavar=field.name.upper(),
+                type=lambda text, name=field.name: _parse_flag(name, text),
+                default=None,
+                help=f"default: {_default_text(field)}",
+            )
+
+
+def config_from_arguments(args):
+    """The Config that parsed flags ask for: the defaults, overridden by each flag given."""
+    names = [f.name for f in dataclasses.fields(Config)]
+    return make_config(**{name: getattr(args, name) for name in names if getattr(args, name) is not None})
+
+
+def _parse_flag(name, text):
+    try:
+        return parse_value(name, text)
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _has_type(value, expected):
+    if expected == tuple[str, ...]:
+        return isinstance(value, tuple) and all(isinstance(item, str) for item in value)
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def _type_name(expected):
+    return "a comma-separated list of names" if expected == tuple[str, ...] else f"a {expected.__name__}"
+
+
+def _check_at_least(config, name, minimum):
+    if getattr(config, name) < minimum:
+        raise InputError(f"config {name}={getattr(config, name)}: expected at least {minimum}")
+
+
+def _default_text(field):
+    return ",".join(field.default) if isinstance(field.default, tuple) else str(field.default)

@@ -1,0 +1,137 @@
+"""The whole run, stage by stage: inputs -> images -> features -> heads -> predictions -> files.
+
+    python -m kaggle_src                                   # on Kaggle: /kaggle/input -> /kaggle/working
+    python -m kaggle_src --input-root input_stub --output-dir working --dry-run
+"""
+import argparse
+import math
+import sys
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from .config import InputError, add_config_arguments, config_from_arguments
+from .extract_features import build_backbone, build_extractor, extract_features
+from .find_inputs import default_input_root, default_output_dir, find_inputs, prepare_output_dir, read_competition
+from .load_images import load_images
+from .predict import predict_test
+from .train_heads import score_predictions, train_heads
+from .write_outputs import SubmissionError, make_submission, write_metrics, write_submission
+
+
+def run(config, input_root, output_dir):
+    """Run the pipeline with `config`; write submission.csv and metrics.json to `output_dir`; return the metrics."""
+    seconds = defaultdict(float)
+
+    @contextmanager
+    def stage(name):
+        start = time.perf_counter()
+        yield
+        seconds[name] += time.perf_counter() - start
+
+    # 1. Find the inputs: every check that can fail fast runs before any heavy work.
+    with stage("find_inputs"):
+        competition_dir, weights = find_inputs(input_root, config)
+        competition = read_competition(competition_dir)
+        output_dir = prepare_output_dir(output_dir)
+    n_classes = len(competition.classes)
+    print(
+        f"{competition_dir}: {len(competition.train_ids)} train, {len(competition.test_ids)} test images, "
+        f"{n_classes} classes; backbones {', '.join(config.backbones)} at {config.image_size}px"
+        + (" (dry run: random-init weights)" if config.dry_run else "")
+    )
+
+    # 2-3. Load each split as uint8 and extract its features with one extractor, built once
+    # (random-init backbones differ on every build).
+    keras.utils.set_random_seed(config.seed)
+    with stage("extract_features"):
+        backbones = [build_backbone(name, config.image_size, weights.get(name)) for name in config.backbones]
+        extractor = build_extractor(backbones, config.image_size, config.flips)
+    features = {}
+    for split in ("train", "test"):
+        with stage("load_images"):
+            images = load_images(competition.image_paths(split), config.image_size, config.n_jobs, desc=split)
+        with stage("extract_features"):
+            features[split] = extract_features(extractor, images, config.extract_batch_size)
+        del images
+
+    # 4. Train one head per fold and view; keep the out-of-fold predictions.
+    with stage("train_heads"):
+        heads, oof = train_heads(features["train"], competition.train_labels, n_classes, config)
+
+    # 5. Predict the test set: the mean of every head on its own view.
+    with stage("predict"):
+        test_probabilities = predict_test(heads, features["test"])
+
+    # 6. Write the validated submission and the metrics.
+    with stage("write"):
+        submission = make_submission(competition.test_ids, competition.classes, test_probabilities)
+        write_submission(submission, competition.test_ids, competition.classes, output_dir / "submission.csv")
+    metrics = cv_metrics(heads, oof, competition.train_labels, config.views)
+    metrics["counts"] = {
+        "train_images": len(competition.train_ids),
+        "test_images": len(competition.test_ids),
+        "classes": n_classes,
+        "folds": config.n_folds,
+        "views": len(config.views),
+        "heads": len(heads),
+        "features": int(features["train"].shape[-1]),
+    }
+    metrics["chance_log_loss"] = math.log(n_classes)
+    metrics["seconds"] = {name: round(value, 2) for name, value in seconds.items()}
+    metrics["seconds"]["total"] = round(sum(seconds.values()), 2)
+    metrics["config"] = config.as_dict()
+    metrics["output_dir"] = str(output_dir)
+    write_metrics(metrics, output_dir / "metrics.json")
+    return metrics
+
+
+def cv_metrics(heads, oof, labels, views):
+    """Out-of-fold scores per head, per view's ensemble and for all heads together (the seed's score propagation)."""
+    n_classes = oof.shape[-1]
+    per_view = {name: score_predictions(oof[index], labels, n_classes) for index, name in enumerate(views)}
+    return {
+        "oof": {**per_view, "ensemble": score_predictions(oof.mean(axis=0), labels, n_classes)},
+        "folds": [
+            {
+                "fold": head.fold,
+                "view": views[head.view],
+                "epochs": head.epochs,
+                "log_loss": head.val_log_loss,
+                "accuracy": head.val_accuracy,
+            }
+            for head in heads
+        ],
+    }
+
+
+def main(argv=None):
+    """Command-line entry: parse flags (ignoring unknown ones, as Kaggle may add some), run, report."""
+    parser = argparse.ArgumentParser(prog="kaggle_src", description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument("--input-root", type=Path, default=None, help="default: /kaggle/input if it exists, else input_stub")
+    parser.add_argument("--output-dir", type=Path, default=None, help="default: /kaggle/working if it exists, else working")
+    add_config_arguments(parser)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        print(f"ignoring unknown arguments: {' '.join(unknown)}")
+    try:
+        config = config_from_arguments(args)
+        metrics = run(config, args.input_root or default_input_root(), args.output_dir or default_output_dir())
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except SubmissionError as error:
+        print(f"error: submission.csv not written: {error}", file=sys.stderr)
+        return 1
+    oof = metrics["oof"]
+    print(
+        "out-of-fold log loss: "
+        + ", ".join(f"{name} {scores['log_loss']:.4f}" for name, scores in oof.items())
+        + f" (chance {metrics['chance_log_loss']:.4f}); {metrics['seconds']['total']:.0f} s"
+    )
+    print(f"wrote {metrics['output_dir']}/submission.csv and metrics.json")
+    return 0

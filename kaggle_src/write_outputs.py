@@ -1,0 +1,72 @@
+"""Stage 6: submission.csv, checked against sample_submission.csv before it is written, and metrics.json.
+
+Both files are written to a temporary name and renamed into place, so a failed run never leaves a
+half-written file nor replaces a good submission with a bad one.
+"""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+class SubmissionError(ValueError):
+    """A submission that Kaggle would reject or score wrongly."""
+
+
+def make_submission(test_ids, classes, probabilities):
+    """The submission frame: id, then one column per class, each row normalised to sum to 1."""
+    probabilities = np.asarray(probabilities, np.float64)
+    expected = (len(test_ids), len(classes))
+    if probabilities.shape != expected:
+        raise SubmissionError(f"predictions of shape {probabilities.shape}: expected {expected}")
+    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
+    submission = pd.DataFrame(probabilities, columns=list(classes))
+    submission.insert(0, "id", list(test_ids))
+    return submission
+
+
+def validate_submission(submission, test_ids, classes):
+    """Raise SubmissionError unless `submission` is id + `classes` columns and `test_ids` rows, in
+    sample_submission.csv's order, with finite probabilities in [0, 1] that sum to 1 per row."""
+    if list(submission.columns) != ["id", *classes]:
+        raise SubmissionError("columns differ from sample_submission.csv's (names or order)")
+    if submission["id"].duplicated().any():
+        raise SubmissionError(f"id {submission['id'][submission['id'].duplicated()].iloc[0]!r} appears twice")
+    if submission["id"].tolist() != list(test_ids):
+        missing = set(test_ids) - set(submission["id"])
+        raise SubmissionError(
+            f"ids differ from sample_submission.csv's: {len(missing)} missing"
+            if missing
+            else "ids differ from sample_submission.csv's (extra ids or another order)"
+        )
+    values = submission.iloc[:, 1:].to_numpy(np.float64)
+    if not np.isfinite(values).all():
+        raise SubmissionError("probabilities are not all finite")
+    if (values < 0).any() or (values > 1).any():
+        raise SubmissionError("probabilities outside [0, 1]")
+    worst = np.abs(values.sum(axis=1) - 1).max()
+    if worst > 1e-6:
+        raise SubmissionError(f"row sums differ from 1 by up to {worst:.2g}: expected each row to sum to 1")
+
+
+def write_submission(submission, test_ids, classes, path):
+    """Validate, then write `submission` atomically to `path`."""
+    validate_submission(submission, test_ids, classes)
+    _write_atomically(path, lambda temporary: submission.to_csv(temporary, index=False, float_format="%.7g"))
+
+
+def write_metrics(metrics, path):
+    """Write the metrics dict as indented JSON, atomically."""
+    _write_atomically(path, lambda temporary: Path(temporary).write_text(json.dumps(metrics, indent=2) + "\n"))
+
+
+def _write_atomically(path, write):
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
