@@ -6,7 +6,8 @@
 Layout: <out>/dog-breed-identification/{labels.csv, sample_submission.csv, train/, test/}, as on
 Kaggle. Ids are 32 hex characters, the breeds are the real 120 (the first N with --classes), and
 sample_submission.csv lists the test ids in an order unlike the file system's, so a pipeline
-that mixes up ids, labels or columns is caught. Each breed has its own pair of colours and its
+that mixes up ids, labels or columns is caught. The test images' breeds go to
+<out>/stub_test_labels.csv, outside the competition folder, so tests can score a submission. Each breed has its own pair of colours and its
 own stripe angle and frequency, so even random-init backbones separate the breeds far better
 than chance: a dry run's out-of-fold log loss far below ln(classes) proves that everything
 stayed aligned. Deterministic for a given seed.
@@ -41,6 +42,7 @@ BREEDS = (
     "west_highland_white_terrier whippet wire-haired_fox_terrier yorkshire_terrier"
 ).split()
 COMPETITION = "dog-breed-identification"
+TEST_ANSWERS = "stub_test_labels.csv"  # beside, not inside, the competition folder: for tests only
 
 
 def breed_image(rng, signature, height, width):
@@ -87,6 +89,7 @@ def make_stub(out, classes=120, train_per_class=6, test_per_class=1, seed=0):
     sample = pd.DataFrame(1 / classes, index=range(len(test_ids)), columns=sorted(breeds))
     sample.insert(0, "id", test_ids)
     sample.to_csv(root / "sample_submission.csv", index=False)
+    test.to_csv(Path(out) / TEST_ANSWERS, index=False)
     return root
 
 

@@ -128,7 +128,9 @@ def _has_type(value, expected):
 
 
 def _type_name(expected):
-    return "a comma-separated list of names" if expected == tuple[str, ...] else f"a {expected.__name__}"
+    if expected == tuple[str, ...]:
+        return "a comma-separated list of names"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[expected]
 
 
 def _check_at_least(config, name, minimum):

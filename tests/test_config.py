@@ -1,0 +1,61 @@
+import argparse
+
+import pytest
+
+from kaggle_src.config import DRY_RUN_IMAGE_SIZE, Config, InputError, add_config_arguments, config_from_arguments, make_config, parse_value
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    return config_from_arguments(parser.parse_args(argv))
+
+
+def test_defaults_are_the_seed_method():
+    config = Config()
+    assert config.backbones == ("xception", "inception_v3")
+    assert (config.image_size, config.n_folds, config.flips, config.max_epochs) == (299, 5, True, 50)
+    assert config.views == ("original", "flipped")
+
+
+def test_dry_run_uses_small_images_unless_a_size_is_given():
+    assert make_config(dry_run=True).image_size == DRY_RUN_IMAGE_SIZE
+    assert make_config(dry_run=True, image_size=128).image_size == 128
+    assert make_config().image_size == 299
+
+
+def test_flags_override_defaults():
+    config = parse(["--n-folds", "3", "--no-flips", "--backbones", "xception", "--dropout", "0.25", "--dry-run"])
+    assert (config.n_folds, config.flips, config.backbones, config.dropout) == (3, False, ("xception",), 0.25)
+    assert config.views == ("original",)
+    assert config.image_size == DRY_RUN_IMAGE_SIZE
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"backbones": ("resnet9000",)}, "backbones='resnet9000'"),
+        ({"n_folds": 1}, "n_folds=1: expected at least 2"),
+        ({"image_size": 72}, "image_size=72: expected at least 75"),
+        ({"dropout": 1.0}, "dropout=1.0"),
+        ({"image_size": "299"}, "image_size='299': expected an integer"),
+        ({"flips": 1}, "flips=1: expected true or false"),
+    ],
+)
+def test_bad_values_are_rejected_with_the_value_named(overrides, message):
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        make_config(**overrides)
+
+
+def test_image_size_minimum_follows_the_chosen_backbones():
+    assert make_config(backbones=("xception",), image_size=71).image_size == 71
+
+
+def test_parse_value_checks_key_and_type():
+    assert parse_value("flips", "false") is False
+    assert parse_value("backbones", "xception, inception_v3") == ("xception", "inception_v3")
+    assert parse_value("learning_rate", "3e-4") == 3e-4
+    with pytest.raises(InputError, match="config key 'epochs'"):
+        parse_value("epochs", "3")
+    with pytest.raises(InputError, match="n_folds='five': expected an integer"):
+        parse_value("n_folds", "five")

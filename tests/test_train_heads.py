@@ -1,0 +1,42 @@
+import math
+
+import numpy as np
+
+from kaggle_src.config import make_config
+from kaggle_src.train_heads import make_folds, score_predictions, train_heads
+
+
+def test_folds_are_stratified_disjoint_and_reproducible():
+    labels = np.repeat(np.arange(4), [10, 15, 20, 25])
+    folds = make_folds(labels, 5, seed=3)
+    validation = np.concatenate([val for _, val in folds])
+    assert sorted(validation) == list(range(len(labels)))  # each sample validated exactly once
+    for train, val in folds:
+        assert not set(train) & set(val)
+        assert (np.bincount(labels[val], minlength=4) == [2, 3, 4, 5]).all()
+    again = make_folds(labels, 5, seed=3)
+    assert all((a[1] == b[1]).all() for a, b in zip(folds, again))
+    other = make_folds(labels, 5, seed=4)
+    assert any((a[1] != b[1]).any() for a, b in zip(folds, other))
+
+
+def test_heads_learn_separable_features_and_fill_every_out_of_fold_row():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    centres = rng.normal(0, 1, (3, 16))
+    features = np.stack([centres[labels] + rng.normal(0, 0.3, (60, 16))] * 2, axis=1).astype(np.float32)
+    features[:, 1] *= 1e-5  # tiny-scale view, as from random-init backbones: standardisation must cope
+    config = make_config(n_folds=3, max_epochs=40, patience=40, learning_rate=0.02)
+    heads, oof = train_heads(features, labels, 3, config)
+    assert [(head.fold, head.view) for head in heads] == [(f, v) for f in range(3) for v in range(2)]
+    assert oof.shape == (2, 60, 3)
+    np.testing.assert_allclose(oof.sum(axis=-1), 1, rtol=1e-5)
+    for view in range(2):
+        assert score_predictions(oof[view], labels, 3)["log_loss"] < 0.5 * math.log(3)
+
+
+def test_score_predictions_matches_kaggle_clipping():
+    probabilities = np.array([[1.0, 0.0], [0.5, 0.5]])
+    scores = score_predictions(probabilities, np.array([1, 0]), 2)
+    assert math.isclose(scores["log_loss"], (-math.log(1e-15) - math.log(0.5)) / 2, rel_tol=1e-6)
+    assert scores["accuracy"] == 0.5
