@@ -104,10 +104,11 @@ def add_config_arguments(parser):
             )
 
 
-def config_from_arguments(args):
-    """The Config that parsed flags ask for: the defaults, overridden by each flag given."""
+def config_from_arguments(args, settings=None):
+    """The Config that parsed flags ask for: the defaults, then `settings`, then each flag given."""
     names = [f.name for f in dataclasses.fields(Config)]
-    return make_config(**{name: getattr(args, name) for name in names if getattr(args, name) is not None})
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    return make_config(**{**(settings or {}), **given})
 
 
 def _parse_flag(name, text):

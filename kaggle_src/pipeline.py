@@ -23,8 +23,11 @@ from .train_heads import score_predictions, train_heads
 from .write_outputs import SubmissionError, make_submission, write_metrics, write_submission
 
 
-def run(config, input_root, output_dir):
-    """Run the pipeline with `config`; write submission.csv and metrics.json to `output_dir`; return the metrics."""
+def run(config, input_root, output_dir, build=None):
+    """Run the pipeline with `config`; write submission.csv and metrics.json to `output_dir`; return the metrics.
+
+    `build`, when the run is a built kernel, says what it was built from; metrics.json keeps it.
+    """
     seconds = defaultdict(float)
 
     @contextmanager
@@ -85,7 +88,8 @@ def run(config, input_root, output_dir):
     metrics["seconds"] = {name: round(value, 2) for name, value in seconds.items()}
     metrics["seconds"]["total"] = round(sum(seconds.values()), 2)
     metrics["config"] = config.as_dict()
-    metrics["output_dir"] = str(output_dir)
+    if build is not None:
+        metrics["build"] = build
     write_metrics(metrics, output_dir / "metrics.json")
     return metrics
 
@@ -109,8 +113,11 @@ def cv_metrics(heads, oof, labels, views):
     }
 
 
-def main(argv=None):
-    """Command-line entry: parse flags (ignoring unknown ones, as Kaggle may add some), run, report."""
+def main(argv=None, settings=None, build=None):
+    """Command-line entry: parse flags (ignoring unknown ones, as Kaggle may add some), run, report.
+
+    `settings` are Config values baked in by build_kernel.py; flags given on the command line win.
+    """
     parser = argparse.ArgumentParser(prog="kaggle_src", description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--input-root", type=Path, default=None, help="default: /kaggle/input if it exists, else input_stub")
     parser.add_argument("--output-dir", type=Path, default=None, help="default: /kaggle/working if it exists, else working")
@@ -119,8 +126,9 @@ def main(argv=None):
     if unknown:
         print(f"ignoring unknown arguments: {' '.join(unknown)}")
     try:
-        config = config_from_arguments(args)
-        metrics = run(config, args.input_root or default_input_root(), args.output_dir or default_output_dir())
+        config = config_from_arguments(args, settings)
+        output_dir = args.output_dir or default_output_dir()
+        metrics = run(config, args.input_root or default_input_root(), output_dir, build)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -133,5 +141,5 @@ def main(argv=None):
         + ", ".join(f"{name} {scores['log_loss']:.4f}" for name, scores in oof.items())
         + f" (chance {metrics['chance_log_loss']:.4f}); {metrics['seconds']['total']:.0f} s"
     )
-    print(f"wrote {metrics['output_dir']}/submission.csv and metrics.json")
+    print(f"wrote {output_dir}/submission.csv and metrics.json")
     return 0

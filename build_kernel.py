@@ -1,0 +1,345 @@
+"""Build the one-file offline Kaggle kernel from kaggle_src, and drive the leaderboard loop with the kaggle CLI.
+
+    python build_kernel.py                          # writes kernels/dog-breed-xception-inception/
+    python build_kernel.py --set image_size=331     # a leaderboard experiment is a build setting
+    python build_kernel.py --push                   # build, then `kaggle kernels push`
+    python build_kernel.py --status                 # `kaggle kernels status`
+    python build_kernel.py --output DIR             # `kaggle kernels output` into DIR
+    python build_kernel.py --submit DIR             # submit DIR/submission.csv with commit, settings, CV score
+    python build_kernel.py --scores                 # leaderboard scores into the experiments log
+
+The kernel keeps kaggle_src's modules as real modules: each module's source sits in the file as a
+string and a small importer registers it under its own name, so module semantics hold and
+tracebacks name kaggle_src/<module>.py and the line. Same sources and settings, same bytes.
+"""
+import argparse
+import ast
+import csv
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from kaggle_src.config import InputError, make_config, parse_value
+
+REPO = Path(__file__).resolve().parent
+PACKAGE = REPO / "kaggle_src"
+SLUG = "dog-breed-xception-inception"
+TITLE = "Dog Breed Xception Inception"
+COMPETITION = "dog-breed-identification"
+MACHINE_SHAPE = "NvidiaTeslaT4"  # Kaggle's "GPU T4 x2"
+NO_USER = "USER"  # the id's owner when no Kaggle user is known at build time
+EXPERIMENTS_LOG = REPO / "experiments.csv"
+EXPERIMENT_FIELDS = ["time", "action", "kernel", "commit", "settings", "cv_log_loss", "message", "public_score", "private_score"]
+# Modules in the order a reader meets them: settings, then the stages as they run, then the driver.
+READING_ORDER = ["__init__", "config", "backbones", "find_inputs", "load_images", "extract_features",
+                 "train_heads", "predict", "write_outputs", "pipeline"]
+ALLOWED_IMPORTS = {"keras", "tensorflow", "numpy", "pandas", "cv2", "joblib", "tqdm", "sklearn"}
+
+KERNEL_TEMPLATE = '''"""Dog Breed Identification by transfer learning: one offline Kaggle kernel.
+
+Finds the competition and the ImageNet weights under /kaggle/input, loads every image as uint8,
+extracts the 4096-d Xception + InceptionV3 features of each image and of its horizontal flip on the
+GPU, trains {folds}-fold x {views}-view dropout + softmax heads, and writes the mean of their
+predictions to /kaggle/working/submission.csv, with the cross-validated scores in metrics.json.
+
+Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
+    source commit:   {commit}
+    sources sha256:  {digest}
+    build settings:  {settings_text}
+    configuration:   {config_text}
+Run here:   python kernel.py --input-root input_stub --output-dir working --dry-run
+On Kaggle:  no arguments: /kaggle/input -> /kaggle/working, the real weights.
+"""
+import importlib.abc
+import importlib.util
+import linecache
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
+
+BUILD_SETTINGS = {settings!r}  # Config values chosen at build time; command-line flags still win
+BUILD = {build!r}
+
+# The kaggle_src package, one module per string; each string starts after the newline that follows r\'\'\'.
+SOURCES = {{}}
+{sources}
+
+class SourceImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports SOURCES as real modules, registering their lines so tracebacks show them."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name in SOURCES:
+            return importlib.util.spec_from_loader(name, self, is_package=name == "kaggle_src")
+        return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        name = module.__name__
+        filename = "kaggle_src/__init__.py" if name == "kaggle_src" else name.replace(".", "/") + ".py"
+        source = SOURCES[name][1:]
+        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+        exec(compile(source, filename, "exec"), module.__dict__)
+
+
+sys.meta_path.insert(0, SourceImporter())
+
+if __name__ == "__main__":
+    from kaggle_src.pipeline import main
+
+    exit_code = main(settings=BUILD_SETTINGS, build=BUILD)
+    if exit_code:  # a clean run returns normally: no SystemExit for a notebook to show
+        sys.exit(exit_code)
+'''
+
+
+def git(*args):
+    """Output of a git command in the repo, or '' where git or the repo is missing."""
+    try:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def source_commit():
+    """The last commit that changed what goes into the kernel, marked when those files have uncommitted changes.
+
+    Not HEAD: committing the built kernel must not make it stale.
+    """
+    paths = ["kaggle_src", "build_kernel.py"]
+    commit = git("log", "-1", "--format=%h", "--", *paths) or "unknown"
+    dirty = git("status", "--porcelain", "--", *paths)
+    return f"{commit} + uncommitted changes" if dirty else commit
+
+
+def package_sources():
+    """{module name: source} for kaggle_src in reading order, without __main__ (the kernel is its own entry)."""
+    sources = {}
+    paths = [path for path in PACKAGE.glob("*.py") if path.stem != "__main__"]
+    rank = {stem: index for index, stem in enumerate(READING_ORDER)}
+    for path in sorted(paths, key=lambda path: (rank.get(path.stem, len(rank)), path.stem)):
+        name = "kaggle_src" if path.stem == "__init__" else f"kaggle_src.{path.stem}"
+        text = path.read_text()
+        check_module(path, text)
+        sources[name] = text
+    return sources
+
+
+def check_module(path, text):
+    """Refuse a module the kernel cannot carry: one that imports beyond Kaggle's image or breaks the string."""
+    if "'''" in text:
+        raise InputError(f"{path}: contains ''' and cannot be embedded; use \"\"\" instead")
+    for node in ast.walk(ast.parse(text, str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names = [node.module]
+        else:
+            continue
+        for name in names:
+            top = name.split(".")[0]
+            if top not in ALLOWED_IMPORTS and top not in sys.stdlib_module_names:
+                raise InputError(f"{path}: imports {name}, which Kaggle's image may lack; allowed: {sorted(ALLOWED_IMPORTS)}")
+
+
+def parse_settings(pairs):
+    """--set key=value pairs -> {field: typed value}, each checked against Config (the whole Config too)."""
+    settings = {}
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator:
+            raise InputError(f"--set {pair!r}: expected key=value")
+        settings[key.strip()] = parse_value(key.strip(), value)
+    make_config(**settings)
+    return dict(sorted(settings.items()))
+
+
+def kaggle_user(explicit=None):
+    """--user, else KAGGLE_USERNAME, else ~/.kaggle/kaggle.json's username, else None."""
+    if explicit:
+        return explicit
+    if os.environ.get("KAGGLE_USERNAME"):
+        return os.environ["KAGGLE_USERNAME"]
+    try:
+        return json.loads((Path.home() / ".kaggle" / "kaggle.json").read_text()).get("username") or None
+    except (OSError, ValueError):
+        return None
+
+
+def kernel_text(settings):
+    """The kernel file's text: header, build settings, the package's sources, the importer and the entry call."""
+    sources = package_sources()
+    digest = hashlib.sha256("".join(f"{name}\n{text}" for name, text in sources.items()).encode()).hexdigest()
+    config = make_config(**settings)
+    commit = source_commit()
+    blocks = "\n".join(
+        f"# ---- {name.replace('.', '/')}{'/__init__' if name == 'kaggle_src' else ''}.py ----\n"
+        f"SOURCES[{name!r}] = r'''\n{text}'''\n"
+        for name, text in sources.items()
+    )
+    return KERNEL_TEMPLATE.format(
+        folds=config.n_folds,
+        views=len(config.views),
+        commit=commit,
+        digest=digest,
+        settings_text=", ".join(f"{key}={value!r}" for key, value in settings.items()) or "none (the defaults)",
+        config_text=_wrap(", ".join(f"{key}={value!r}" for key, value in config.as_dict().items()), indent=21),
+        settings=settings,
+        build={"commit": commit, "sources_sha256": digest, "settings": settings},
+        sources=blocks,
+    )
+
+
+def kernel_metadata(user, config, public=False, code_file="kernel.py"):
+    return {
+        "id": f"{user or NO_USER}/{SLUG}",
+        "title": TITLE,
+        "code_file": code_file,
+        "language": "python",
+        "kernel_type": "script",
+        "is_private": not public,
+        "enable_gpu": True,
+        "enable_tpu": False,
+        "enable_internet": False,
+        "dataset_sources": [config.weights_dataset],
+        "competition_sources": [COMPETITION],
+        "kernel_sources": [],
+        "model_sources": [],
+        "machine_shape": MACHINE_SHAPE,
+    }
+
+
+def build(settings, user=None, public=False, out=REPO / "kernels"):
+    """Write <out>/<slug>/kernel.py and kernel-metadata.json; return the folder."""
+    folder = Path(out) / SLUG
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "kernel.py").write_text(kernel_text(settings))
+    metadata = kernel_metadata(user, make_config(**settings), public)
+    (folder / "kernel-metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    return folder
+
+
+def kaggle(*args):
+    """Run the real kaggle CLI; return its output, or raise InputError with its last line."""
+    executable = shutil.which("kaggle") or str(Path(sys.executable).with_name("kaggle"))
+    try:
+        result = subprocess.run([executable, *args], capture_output=True, text=True)
+    except OSError:
+        raise InputError("the kaggle CLI is not installed: pip install kaggle") from None
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
+        raise InputError(f"kaggle {' '.join(args[:2])} failed: {lines[-1]}")
+    return result.stdout
+
+
+def kernel_id(folder):
+    kernel = json.loads((Path(folder) / "kernel-metadata.json").read_text())["id"]
+    if kernel.startswith(f"{NO_USER}/"):
+        raise InputError("no Kaggle user: pass --user, set KAGGLE_USERNAME or create ~/.kaggle/kaggle.json")
+    return kernel
+
+
+def log_experiment(log, **row):
+    """Append one row to the experiments log (CSV), creating it with its header."""
+    log = Path(log)
+    new = not log.exists()
+    with log.open("a", newline="") as file:
+        writer = csv.DictWriter(file, EXPERIMENT_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow({"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **row})
+
+
+def submission_message(metrics):
+    build = metrics.get("build", {})
+    settings = ",".join(f"{key}={value}" for key, value in build.get("settings", {}).items()) or "defaults"
+    return f"{build.get('commit', 'unbuilt')} {settings} cv={metrics['oof']['ensemble']['log_loss']:.4f}"
+
+
+def refresh_scores(log):
+    """Fill in the leaderboard scores of logged submissions from `kaggle competitions submissions`."""
+    listed = list(csv.DictReader(kaggle("competitions", "submissions", "-c", COMPETITION, "--csv").splitlines()))
+    with Path(log).open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    for row in rows:
+        if row["action"] == "submit" and not row["public_score"]:
+            match = next((entry for entry in listed if entry.get("description") == row["message"]), None)
+            if match:
+                row["public_score"] = match.get("publicScore", "")
+                row["private_score"] = match.get("privateScore", "")
+    with Path(log).open("w", newline="") as file:
+        writer = csv.DictWriter(file, EXPERIMENT_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="a Config value baked into the kernel (repeatable), e.g. --set image_size=331")
+    parser.add_argument("--user", help="Kaggle user that owns the kernel (default: KAGGLE_USERNAME, then ~/.kaggle/kaggle.json)")
+    parser.add_argument("--public", action="store_true", help="make the kernel public (default: private)")
+    parser.add_argument("--out", type=Path, default=REPO / "kernels", help="where the kernel folder goes (default: kernels)")
+    parser.add_argument("--push", action="store_true", help="build, then push the kernel to Kaggle")
+    parser.add_argument("--status", action="store_true", help="print the pushed kernel's status")
+    parser.add_argument("--output", type=Path, metavar="DIR", help="download the kernel's outputs into DIR")
+    parser.add_argument("--submit", type=Path, metavar="DIR", help="submit DIR/submission.csv (after --output DIR)")
+    parser.add_argument("--scores", action="store_true", help="fill leaderboard scores into the experiments log")
+    parser.add_argument("--experiments", type=Path, default=EXPERIMENTS_LOG, help="experiments log (default: experiments.csv)")
+    args = parser.parse_args(argv)
+    try:
+        settings = parse_settings(args.settings)
+        user = kaggle_user(args.user)
+        folder = build(settings, user, args.public, args.out)
+        print(f"built {folder}/kernel.py ({(folder / 'kernel.py').stat().st_size:,} bytes), source commit {source_commit()}")
+        if user is None:
+            print("no Kaggle user known: the kernel is built, but pushing needs --user, KAGGLE_USERNAME or ~/.kaggle/kaggle.json")
+        if args.push:
+            print(kaggle("kernels", "push", "-p", str(folder)).strip())
+            log_experiment(args.experiments, action="push", kernel=kernel_id(folder), commit=source_commit(),
+                           settings=json.dumps(settings, sort_keys=True))
+        if args.status:
+            print(kaggle("kernels", "status", kernel_id(folder)).strip())
+        if args.output:
+            args.output.mkdir(parents=True, exist_ok=True)
+            print(kaggle("kernels", "output", kernel_id(folder), "-p", str(args.output)).strip())
+        if args.submit:
+            metrics = json.loads((args.submit / "metrics.json").read_text())
+            message = submission_message(metrics)
+            print(kaggle("competitions", "submit", "-c", COMPETITION, "-f", str(args.submit / "submission.csv"), "-m", message).strip())
+            log_experiment(args.experiments, action="submit", kernel=kernel_id(folder),
+                           commit=metrics.get("build", {}).get("commit", ""),
+                           settings=json.dumps(metrics.get("build", {}).get("settings", {}), sort_keys=True),
+                           cv_log_loss=f"{metrics['oof']['ensemble']['log_loss']:.5f}", message=message)
+        if args.scores:
+            for row in refresh_scores(args.experiments):
+                print(f"{row['time']}  {row['action']:6}  {row['settings']:30}  cv {row['cv_log_loss'] or '-':8}  lb {row['public_score'] or '-'}")
+    except (InputError, OSError, KeyError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _wrap(text, indent, width=100):
+    """Wrap a long comma-separated line for the header."""
+    lines, line = [], ""
+    for part in text.split(", "):
+        if line and len(line) + len(part) + 2 > width - indent:
+            lines.append(line + ",")
+            line = part
+        else:
+            line = f"{line}, {part}" if line else part
+    lines.append(line)
+    return ("\n" + " " * indent).join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

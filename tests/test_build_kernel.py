@@ -1,0 +1,188 @@
+"""build_kernel.py: the one-file kernel, its metadata, determinism, staleness, and running it offline."""
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import build_kernel
+from build_kernel import SLUG, build, main
+from kaggle_src.config import InputError
+from kaggle_src.pipeline import main as package_main
+from tests.conftest import REPO
+
+COMMITTED = REPO / "kernels" / SLUG
+QUICK = ["--dry-run", "--image-size", "75", "--max-epochs", "5"]
+
+
+def read(folder):
+    return {name: (folder / name).read_bytes() for name in ("kernel.py", "kernel-metadata.json")}
+
+
+def test_committed_kernel_is_fresh(tmp_path):
+    """Fails when kaggle_src or build_kernel.py changed without `python build_kernel.py` and a commit of kernels/."""
+    owner = json.loads((COMMITTED / "kernel-metadata.json").read_text())["id"].split("/")[0]
+    user = None if owner == build_kernel.NO_USER else owner
+    public = not json.loads((COMMITTED / "kernel-metadata.json").read_text())["is_private"]
+    assert read(build(_committed_settings(), user, public, tmp_path)) == read(COMMITTED), (
+        "kernels/ is stale: run `python build_kernel.py` and commit kernels/"
+    )
+
+
+def _committed_settings():
+    line = next(line for line in (COMMITTED / "kernel.py").read_text().splitlines() if line.startswith("BUILD_SETTINGS = "))
+    return ast.literal_eval(line.split(" = ", 1)[1].split("  #")[0])
+
+
+def test_build_is_deterministic(tmp_path):
+    first = read(build({"image_size": 331}, "someone", False, tmp_path / "a"))
+    second = read(build({"image_size": 331}, "someone", False, tmp_path / "b"))
+    assert first == second
+
+
+def test_settings_are_checked_and_baked_into_the_file_and_header(tmp_path, capsys):
+    assert main(["--set", "image_size=331", "--set", "flips=false", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / SLUG / "kernel.py").read_text()
+    assert "BUILD_SETTINGS = {'flips': False, 'image_size': 331}" in text
+    assert "build settings:  flips=False, image_size=331" in text
+    assert "image_size=331" in text.split('"""')[1]  # the header's configuration line
+    assert main(["--set", "imagesize=331", "--out", str(tmp_path)]) == 2
+    assert "config key 'imagesize'" in capsys.readouterr().err
+    assert main(["--set", "n_folds=many", "--out", str(tmp_path)]) == 2
+    assert "n_folds='many': expected an integer" in capsys.readouterr().err
+    assert main(["--set", "n_folds=1", "--out", str(tmp_path)]) == 2
+    assert "n_folds=1: expected at least 2" in capsys.readouterr().err
+
+
+def test_header_says_what_and_how_it_was_built():
+    header = (COMMITTED / "kernel.py").read_text().split('"""')[1]
+    assert header.startswith("Dog Breed Identification by transfer learning")
+    assert "source commit:" in header and "sources sha256:" in header and "configuration:" in header
+
+
+def test_metadata(tmp_path, monkeypatch):
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    metadata = json.loads((build({}, None, False, tmp_path) / "kernel-metadata.json").read_text())
+    assert metadata == {
+        "id": f"USER/{SLUG}",
+        "title": "Dog Breed Xception Inception",
+        "code_file": "kernel.py",
+        "language": "python",
+        "kernel_type": "script",
+        "is_private": True,
+        "enable_gpu": True,
+        "enable_tpu": False,
+        "enable_internet": False,
+        "dataset_sources": ["gaborfodor/keras-pretrained-models"],
+        "competition_sources": ["dog-breed-identification"],
+        "kernel_sources": [],
+        "model_sources": [],
+        "machine_shape": "NvidiaTeslaT4",
+    }
+    assert metadata["title"].lower().replace(" ", "-") == SLUG
+    other = json.loads(
+        (build({"weights_dataset": "me/weights"}, "me", True, tmp_path) / "kernel-metadata.json").read_text()
+    )
+    assert (other["id"], other["is_private"], other["dataset_sources"]) == (f"me/{SLUG}", False, ["me/weights"])
+
+
+def test_user_comes_from_flag_then_environment_then_kaggle_json(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    assert build_kernel.kaggle_user() is None
+    (tmp_path / ".kaggle").mkdir()
+    (tmp_path / ".kaggle" / "kaggle.json").write_text('{"username": "from_file", "key": "k"}')
+    assert build_kernel.kaggle_user() == "from_file"
+    monkeypatch.setenv("KAGGLE_USERNAME", "from_env")
+    assert build_kernel.kaggle_user() == "from_env"
+    assert build_kernel.kaggle_user("from_flag") == "from_flag"
+
+
+def test_without_a_user_the_build_works_and_pushing_says_why_not(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    assert main(["--out", str(tmp_path)]) == 0
+    assert "pushing needs --user" in capsys.readouterr().out
+    assert main(["--out", str(tmp_path), "--status"]) == 2
+    assert "no Kaggle user" in capsys.readouterr().err
+
+
+def test_modules_that_kaggle_cannot_run_are_refused(tmp_path):
+    with pytest.raises(InputError, match="imports requests"):
+        build_kernel.check_module(tmp_path / "m.py", "import requests\n")
+    with pytest.raises(InputError, match="contains '''"):
+        build_kernel.check_module(tmp_path / "m.py", "x = '''a'''\n")
+    build_kernel.check_module(tmp_path / "m.py", "import json\nfrom .config import Config\nimport keras\n")
+
+
+def run_kernel_offline(kernel, arguments, cwd):
+    """Run the kernel with network access refused (and in a fresh network namespace where allowed)."""
+    log = cwd / "network.log"
+    command = [sys.executable, str(REPO / "tests" / "offline.py"), str(log), str(kernel), *arguments]
+    unshare = shutil.which("unshare")
+    if unshare and subprocess.run([unshare, "-n", "true"], capture_output=True).returncode == 0:
+        command = [unshare, "-n", *command]
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600)
+    return result, (log.read_text() if log.exists() else "")
+
+
+def test_kernel_runs_alone_offline_and_equals_the_package(small_stub, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    kernel = shutil.copy(COMMITTED / "kernel.py", elsewhere / "kernel.py")
+    arguments = ["--input-root", str(small_stub), "--output-dir", str(tmp_path / "kernel_out"), *QUICK]
+    result, network = run_kernel_offline(kernel, arguments, elsewhere)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert network == ""
+    assert package_main(["--input-root", str(small_stub), "--output-dir", str(tmp_path / "package_out"), *QUICK]) == 0
+    ours, theirs = tmp_path / "kernel_out", tmp_path / "package_out"
+    assert (ours / "submission.csv").read_bytes() == (theirs / "submission.csv").read_bytes()
+    kernel_metrics = json.loads((ours / "metrics.json").read_text())
+    package_metrics = json.loads((theirs / "metrics.json").read_text())
+    assert kernel_metrics.pop("build")["sources_sha256"] in (COMMITTED / "kernel.py").read_text()
+    del kernel_metrics["seconds"], package_metrics["seconds"]
+    assert kernel_metrics == package_metrics
+
+
+def test_a_traceback_names_the_module_and_shows_its_line(tmp_path):
+    kernel = shutil.copy(COMMITTED / "kernel.py", tmp_path / "kernel.py")
+    probe = (
+        "import runpy, traceback\n"
+        f"runpy.run_path({str(kernel)!r}, run_name='not_main')\n"
+        "from kaggle_src.write_outputs import validate_submission\n"
+        "try:\n    validate_submission(None, [], [])\n"
+        "except AttributeError:\n    print(traceback.format_exc())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'File "kaggle_src/write_outputs.py", line' in result.stdout
+    assert 'if list(submission.columns) != ["id", *classes]:' in result.stdout
+
+
+@pytest.mark.skipif(not os.environ.get("COMPAT_PYTHON"), reason="set COMPAT_PYTHON to a Python with requirements-compat.txt")
+def test_kernel_runs_with_the_oldest_supported_versions(small_stub, tmp_path):
+    """.ci/run sets COMPAT_PYTHON to a virtualenv holding exactly requirements-compat.txt."""
+    versions = subprocess.run(
+        [os.environ["COMPAT_PYTHON"], "-c", "import tensorflow, keras, numpy, sklearn; "
+         "print(tensorflow.__version__, keras.__version__, numpy.__version__, sklearn.__version__)"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    assert [version.rsplit(".", 1)[0] for version in versions] == ["2.17", "3.5", "1.26", "1.2"]
+    kernel = shutil.copy(COMMITTED / "kernel.py", tmp_path / "kernel.py")
+    output = tmp_path / "out"
+    result = subprocess.run(
+        [os.environ["COMPAT_PYTHON"], str(kernel), "--input-root", str(small_stub), "--output-dir", str(output), *QUICK],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sample = pd.read_csv(small_stub / "dog-breed-identification" / "sample_submission.csv")
+    submission = pd.read_csv(output / "submission.csv")
+    assert list(submission.columns) == list(sample.columns) and submission["id"].tolist() == sample["id"].tolist()
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["oof"]["ensemble"]["log_loss"] < 0.5 * metrics["chance_log_loss"]
