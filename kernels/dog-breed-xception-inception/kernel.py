@@ -1,0 +1,801 @@
+"""Dog Breed Identification by transfer learning: one offline Kaggle kernel.
+
+Finds the competition and the ImageNet weights under /kaggle/input, loads every image as uint8,
+extracts the 4096-d Xception + InceptionV3 features of each image and of its horizontal flip on the
+GPU, trains 5-fold x 2-view dropout + softmax heads, and writes the mean of their
+predictions to /kaggle/working/submission.csv, with the cross-validated scores in metrics.json.
+
+Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
+    source commit:   3a48520
+    sources sha256:  2abbabf54139b5441e5fb2969f468d177822a3bc3158cd463b1e321350b84723
+    build settings:  none (the defaults)
+    configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
+                     dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5,
+                     head_batch_size=128, extract_batch_size=64, n_jobs=-1, seed=2017, dry_run=False,
+                     weights_dataset='gaborfodor/keras-pretrained-models'
+Run here:   python kernel.py --input-root input_stub --output-dir working --dry-run
+On Kaggle:  no arguments: /kaggle/input -> /kaggle/working, the real weights.
+"""
+import importlib.abc
+import importlib.util
+import linecache
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
+
+BUILD_SETTINGS = {}  # Config values chosen at build time; command-line flags still win
+BUILD = {'commit': '3a48520', 'sources_sha256': '2abbabf54139b5441e5fb2969f468d177822a3bc3158cd463b1e321350b84723', 'settings': {}}
+
+# The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
+SOURCES = {}
+# ---- kaggle_src/__init__.py ----
+SOURCES['kaggle_src'] = r'''
+"""Dog Breed Identification by transfer learning: Xception + InceptionV3 features, 5-fold x 2-view dense heads.
+
+Stages, one module each: find_inputs, load_images, extract_features, train_heads, predict,
+write_outputs; pipeline runs them in order. Run with `python -m kaggle_src --help`.
+"""
+'''
+
+# ---- kaggle_src/config.py ----
+SOURCES['kaggle_src.config'] = r'''
+"""Every setting of a run in one place, with the seed's values as defaults, checked at the door."""
+import argparse
+import dataclasses
+from dataclasses import dataclass
+
+from .backbones import BACKBONES
+
+DRY_RUN_IMAGE_SIZE = 96  # what --dry-run uses unless --image-size is given
+
+
+class InputError(ValueError):
+    """Bad configuration or input files: reported as one line, before any heavy work starts."""
+
+
+@dataclass(frozen=True)
+class Config:
+    backbones: tuple[str, ...] = ("xception", "inception_v3")
+    image_size: int = 299  # side of the square each image is resized to
+    flips: bool = True  # also train on, and predict, the horizontally flipped view
+    n_folds: int = 5
+    dropout: float = 0.5
+    learning_rate: float = 1e-3
+    max_epochs: int = 50
+    patience: int = 5  # epochs without a better validation loss before a head stops
+    head_batch_size: int = 128
+    extract_batch_size: int = 64
+    n_jobs: int = -1  # image-decoding threads (-1: one per core)
+    seed: int = 2017
+    dry_run: bool = False  # random-init backbones: no weight files, for CPU and CI
+    weights_dataset: str = "gaborfodor/keras-pretrained-models"  # Kaggle dataset with the .h5 files
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not _has_type(value, field.type):
+                raise InputError(f"config {field.name}={value!r}: expected {_type_name(field.type)}")
+        unknown = [name for name in self.backbones if name not in BACKBONES]
+        if unknown or not self.backbones:
+            raise InputError(
+                f"config backbones={','.join(self.backbones)!r}: expected one or more of {', '.join(BACKBONES)}"
+            )
+        min_size = max(BACKBONES[name].min_size for name in self.backbones)
+        if self.image_size < min_size:
+            raise InputError(f"config image_size={self.image_size}: expected at least {min_size} for these backbones")
+        _check_at_least(self, "n_folds", 2)
+        for name in ("max_epochs", "head_batch_size", "extract_batch_size"):
+            _check_at_least(self, name, 1)
+        _check_at_least(self, "patience", 0)
+        if not 0 <= self.dropout < 1:
+            raise InputError(f"config dropout={self.dropout}: expected a value in [0, 1)")
+        if not self.learning_rate > 0:
+            raise InputError(f"config learning_rate={self.learning_rate}: expected a positive number")
+        if self.n_jobs == 0 or self.n_jobs < -1:
+            raise InputError(f"config n_jobs={self.n_jobs}: expected a positive count or -1 (all cores)")
+
+    @property
+    def views(self):
+        """Names of the image views features are extracted for, in feature order."""
+        return ("original", "flipped") if self.flips else ("original",)
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+def make_config(**overrides):
+    """A Config from the defaults and `overrides`; a dry run gets the small image size unless one is given."""
+    if overrides.get("dry_run") and "image_size" not in overrides:
+        overrides["image_size"] = DRY_RUN_IMAGE_SIZE
+    return Config(**overrides)
+
+
+def parse_value(name, text):
+    """Turn the text `text` into a value for the Config field `name` (for flags and key=value settings)."""
+    field = {f.name: f for f in dataclasses.fields(Config)}.get(name)
+    if field is None:
+        raise InputError(f"config key {name!r}: expected one of {', '.join(f.name for f in dataclasses.fields(Config))}")
+    try:
+        if field.type is bool:
+            lowered = text.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return lowered in ("true", "1", "yes")
+        if field.type == tuple[str, ...]:
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        return field.type(text)
+    except ValueError:
+        raise InputError(f"config {name}={text!r}: expected {_type_name(field.type)}") from None
+
+
+def add_config_arguments(parser):
+    """One command-line flag per Config field (--image-size, --flips/--no-flips, ...), defaulting to unset."""
+    for field in dataclasses.fields(Config):
+        flag = "--" + field.name.replace("_", "-")
+        if field.type is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                metavar=field.name.upper(),
+                type=lambda text, name=field.name: _parse_flag(name, text),
+                default=None,
+                help=f"default: {_default_text(field)}",
+            )
+
+
+def config_from_arguments(args, settings=None):
+    """The Config that parsed flags ask for: the defaults, then `settings`, then each flag given."""
+    names = [f.name for f in dataclasses.fields(Config)]
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    return make_config(**{**(settings or {}), **given})
+
+
+def _parse_flag(name, text):
+    try:
+        return parse_value(name, text)
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _has_type(value, expected):
+    if expected == tuple[str, ...]:
+        return isinstance(value, tuple) and all(isinstance(item, str) for item in value)
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def _type_name(expected):
+    if expected == tuple[str, ...]:
+        return "a comma-separated list of names"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[expected]
+
+
+def _check_at_least(config, name, minimum):
+    if getattr(config, name) < minimum:
+        raise InputError(f"config {name}={getattr(config, name)}: expected at least {minimum}")
+
+
+def _default_text(field):
+    return ",".join(field.default) if isinstance(field.default, tuple) else str(field.default)
+'''
+
+# ---- kaggle_src/backbones.py ----
+SOURCES['kaggle_src.backbones'] = r'''
+"""The pretrained backbones the features come from: what Keras calls them and where their weights are.
+
+Pure data, no TensorFlow import, so that configuration and input checks stay instant.
+"""
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Backbone:
+    constructor: str  # attribute of keras.applications
+    weights_file: str  # Keras' own file name for the ImageNet no-top weights
+    min_size: int  # smallest input side the architecture accepts
+    features: int  # width of its global-average-pooled output
+
+
+BACKBONES = {
+    "xception": Backbone("Xception", "xception_weights_tf_dim_ordering_tf_kernels_notop.h5", 71, 2048),
+    "inception_v3": Backbone(
+        "InceptionV3", "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", 75, 2048
+    ),
+}
+'''
+
+# ---- kaggle_src/find_inputs.py ----
+SOURCES['kaggle_src.find_inputs'] = r'''
+"""Stage 1: find the competition files and the backbone weights under an input root, and read the tables.
+
+Kaggle has changed how it nests /kaggle/input before, so nothing here hard-codes a path below the
+root: the competition folder is whichever folder holds both CSVs, and each weights file is found by
+its Keras file name.
+"""
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .backbones import BACKBONES
+from .config import InputError
+
+KAGGLE_INPUT = Path("/kaggle/input")
+KAGGLE_WORKING = Path("/kaggle/working")
+LABELS_CSV = "labels.csv"
+SAMPLE_SUBMISSION_CSV = "sample_submission.csv"
+
+
+@dataclass(frozen=True)
+class Competition:
+    """The competition's tables, with classes in sample_submission.csv's column order."""
+
+    directory: Path
+    classes: list
+    train_ids: list
+    train_labels: np.ndarray  # index into `classes` for each train id
+    test_ids: list  # in sample_submission.csv's row order
+
+    def image_paths(self, split):
+        ids = self.train_ids if split == "train" else self.test_ids
+        return [self.directory / split / f"{image_id}.jpg" for image_id in ids]
+
+
+def default_input_root():
+    return KAGGLE_INPUT if KAGGLE_INPUT.is_dir() else Path("input_stub")
+
+
+def default_output_dir():
+    return KAGGLE_WORKING if KAGGLE_WORKING.is_dir() else Path("working")
+
+
+def find_inputs(input_root, config):
+    """Return (competition folder, {backbone: weights file}) found under `input_root`.
+
+    Dry runs use random-init backbones and need no weights files. A missing file is an
+    InputError naming it and the dataset that holds it: nothing is ever downloaded.
+    """
+    input_root = Path(input_root)
+    if not input_root.is_dir():
+        raise InputError(f"input root {input_root}: not a folder")
+    wanted = {BACKBONES[name].weights_file: name for name in config.backbones}
+    competition_dirs, weights = [], {}
+    for folder, subfolders, files in os.walk(input_root, followlinks=True):
+        subfolders.sort()
+        if LABELS_CSV in files and SAMPLE_SUBMISSION_CSV in files:
+            competition_dirs.append(Path(folder))
+            subfolders[:] = [name for name in subfolders if name not in ("train", "test")]
+        for name in sorted(set(files) & wanted.keys()):
+            weights.setdefault(wanted[name], Path(folder) / name)
+    if not competition_dirs:
+        raise InputError(
+            f"input root {input_root}: no folder holds both {LABELS_CSV} and {SAMPLE_SUBMISSION_CSV}; "
+            "attach the dog-breed-identification competition"
+        )
+    if config.dry_run:
+        weights = {}
+    else:
+        for name in config.backbones:
+            if name not in weights:
+                raise InputError(
+                    f"weights file {BACKBONES[name].weights_file} not found under {input_root}; "
+                    f"attach the Kaggle dataset {config.weights_dataset} (or use --dry-run)"
+                )
+    return min(competition_dirs, key=lambda path: len(path.parts)), weights
+
+
+def read_competition(directory):
+    """Read labels.csv and sample_submission.csv and check that they agree."""
+    directory = Path(directory)
+    labels = _read_csv(directory / LABELS_CSV, required=("id", "breed"))
+    sample = _read_csv(directory / SAMPLE_SUBMISSION_CSV, required=("id",))
+    classes = list(sample.columns[1:])
+    if sample.columns[0] != "id" or not classes:
+        raise InputError(f"{directory / SAMPLE_SUBMISSION_CSV}: expected columns id, then one per breed")
+    _check_unique(sample["id"], directory / SAMPLE_SUBMISSION_CSV)
+    _check_unique(labels["id"], directory / LABELS_CSV)
+    unknown = sorted(set(labels["breed"]) - set(classes))
+    if unknown:
+        raise InputError(
+            f"{directory / LABELS_CSV}: breed {unknown[0]!r} is not a column of {SAMPLE_SUBMISSION_CSV}"
+            + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+        )
+    class_index = {name: index for index, name in enumerate(classes)}
+    return Competition(
+        directory=directory,
+        classes=classes,
+        train_ids=labels["id"].tolist(),
+        train_labels=labels["breed"].map(class_index).to_numpy(np.int64),
+        test_ids=sample["id"].tolist(),
+    )
+
+
+def prepare_output_dir(path):
+    """Create the output folder and make sure it can be written, before any heavy work."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise InputError(f"output dir {path}: cannot be written ({error.strerror or error})") from None
+    return path
+
+
+def _read_csv(path, required):
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        table = pd.read_csv(path, dtype=str, encoding="utf-8-sig")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: not a readable CSV ({str(error).splitlines()[0]})") from None
+    table.columns = [str(column).strip() for column in table.columns]
+    missing = [column for column in required if column not in table.columns]
+    if missing:
+        raise InputError(f"{path}: missing column {missing[0]!r} (has {', '.join(table.columns[:5])})")
+    if table.empty:
+        raise InputError(f"{path}: no rows")
+    table["id"] = table["id"].str.strip()
+    return table
+
+
+def _check_unique(ids, path):
+    duplicated = ids[ids.duplicated()]
+    if not duplicated.empty:
+        raise InputError(f"{path}: id {duplicated.iloc[0]!r} appears more than once")
+'''
+
+# ---- kaggle_src/load_images.py ----
+SOURCES['kaggle_src.load_images'] = r'''
+"""Stage 2: decode every image into one preallocated uint8 RGB array, in parallel threads.
+
+uint8 keeps the training set at 299x299 to 2.7 GB (float32 would be 11 GB); the cast and scaling
+happen on the device, in the feature extractor. OpenCV decodes as BGR, so each image is turned to
+RGB here, once. OpenCV releases the GIL while decoding and resizing, so threads scale across
+cores and write straight into the shared array, with no copies between processes.
+"""
+import cv2
+import numpy as np
+from joblib import Parallel, delayed
+from tqdm.auto import tqdm
+
+from .config import InputError
+
+
+def load_image(path, size):
+    """One image as a (size, size, 3) uint8 RGB array; greyscale and alpha images become RGB."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError(f"{path}: missing or not a decodable image")
+    image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def load_images(paths, size, n_jobs=-1, desc="images"):
+    """All `paths` as one (len(paths), size, size, 3) uint8 RGB array, behind a progress bar."""
+    images = np.empty((len(paths), size, size, 3), np.uint8)
+
+    def load_into(index):
+        images[index] = load_image(paths[index], size)
+
+    done = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(
+        delayed(load_into)(index) for index in range(len(paths))
+    )
+    for _ in tqdm(done, total=len(paths), desc=f"load {desc}", unit="img", mininterval=2):
+        pass
+    return images
+'''
+
+# ---- kaggle_src/extract_features.py ----
+SOURCES['kaggle_src.extract_features'] = r'''
+"""Stage 3: the 4096-d Xception + InceptionV3 features of each image and of its horizontal flip.
+
+One Keras model does it all on the device: it takes a uint8 batch, casts and scales it to [-1, 1]
+(both backbones' preprocessing), adds the flipped copy of the same batch, runs each backbone once
+over both views and returns the concatenated pooled features as (batch, views, features). So each
+image crosses to the GPU once, as uint8, and the data is passed over once — where the seed ran
+`predict` four times over float32 host copies.
+"""
+import keras
+import numpy as np
+from keras import ops
+
+from .backbones import BACKBONES
+
+
+def build_backbone(name, image_size, weights_path=None):
+    """Backbone `name` without its top, average-pooled; ImageNet weights from a local legacy .h5 file.
+
+    `weights_path=None` gives random-init weights (dry runs). Never downloads anything.
+    """
+    constructor = getattr(keras.applications, BACKBONES[name].constructor)
+    return constructor(
+        include_top=False,
+        weights=None if weights_path is None else str(weights_path),
+        input_shape=(image_size, image_size, 3),
+        pooling="avg",
+    )
+
+
+def build_extractor(backbones, image_size, flips=True):
+    """One model: uint8 images (batch, size, size, 3) -> float32 features (batch, views, sum of widths)."""
+    images = keras.Input((image_size, image_size, 3), dtype="uint8", name="images")
+    scaled = ops.cast(images, "float32") / 127.5 - 1.0
+    views = [scaled, ops.flip(scaled, axis=2)] if flips else [scaled]
+    stacked = ops.concatenate(views, axis=0)  # (views * batch, ...): one backbone call per batch
+    features = ops.concatenate([backbone(stacked) for backbone in backbones], axis=-1)
+    per_view = ops.stack(ops.split(features, len(views), axis=0), axis=1)
+    return keras.Model(images, ops.cast(per_view, "float32"), name="extractor")
+
+
+def extract_features(extractor, images, batch_size):
+    """Run the extractor over a uint8 image array; returns float32 (n_images, views, features)."""
+    return np.asarray(extractor.predict(images, batch_size=batch_size, verbose=2), np.float32)
+'''
+
+# ---- kaggle_src/train_heads.py ----
+SOURCES['kaggle_src.train_heads'] = r'''
+"""Stage 4: stratified K-fold CV of dropout + softmax heads, one per fold and view, with out-of-fold scores.
+
+Each head standardises its inputs with its training fold's mean and variance (a Normalization
+layer, so the statistics travel with the head). With ImageNet features this changes little; with
+the tiny-scale features of random-init backbones in dry runs, it is what lets a head learn at all.
+"""
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+from sklearn.metrics import accuracy_score, log_loss
+from sklearn.model_selection import StratifiedKFold
+
+
+@dataclass
+class TrainedHead:
+    fold: int
+    view: int  # index into the features' view axis
+    model: keras.Model
+    epochs: int  # epochs run before early stopping
+    val_log_loss: float
+    val_accuracy: float
+
+
+def make_folds(labels, n_folds, seed):
+    """Stratified, shuffled, reproducible (train_index, validation_index) pairs."""
+    splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros((len(labels), 1)), labels))
+
+
+def build_head(train_features, n_classes, dropout, learning_rate):
+    """Normalization (fitted on `train_features`) -> Dropout -> Dense softmax, compiled with Adam."""
+    normalize = keras.layers.Normalization(
+        mean=train_features.mean(axis=0), variance=train_features.var(axis=0)
+    )
+    inputs = keras.Input((train_features.shape[1],))
+    x = keras.layers.Dropout(dropout)(normalize(inputs))
+    outputs = keras.layers.Dense(n_classes, activation="softmax")(x)
+    head = keras.Model(inputs, outputs)
+    head.compile(
+        optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy"
+    )
+    return head
+
+
+def train_heads(features, labels, n_classes, config):
+    """Train one head per (fold, view) on `features` (n, views, d); return (heads, out-of-fold (views, n, classes))."""
+    n_views = features.shape[1]
+    oof = np.zeros((n_views, len(labels), n_classes), np.float32)
+    heads = []
+    for fold, (train_index, val_index) in enumerate(make_folds(labels, config.n_folds, config.seed)):
+        for view in range(n_views):
+            keras.utils.set_random_seed(config.seed + fold * n_views + view)
+            x_train, x_val = features[train_index, view], features[val_index, view]
+            head = build_head(x_train, n_classes, config.dropout, config.learning_rate)
+            stop = keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=config.patience, restore_best_weights=True
+            )
+            history = head.fit(
+                x_train,
+                labels[train_index],
+                validation_data=(x_val, labels[val_index]),
+                batch_size=config.head_batch_size,
+                epochs=config.max_epochs,
+                callbacks=[stop],
+                verbose=0,
+            )
+            oof[view, val_index] = keras.ops.convert_to_numpy(head(x_val, training=False))
+            score = score_predictions(oof[view, val_index], labels[val_index], n_classes)
+            heads.append(
+                TrainedHead(fold, view, head, len(history.history["loss"]), score["log_loss"], score["accuracy"])
+            )
+            print(
+                f"fold {fold} view {view}: {heads[-1].epochs} epochs, "
+                f"val log loss {score['log_loss']:.4f}, accuracy {score['accuracy']:.4f}"
+            )
+    return heads, oof
+
+
+def score_predictions(probabilities, labels, n_classes):
+    """Multi-class log loss (as Kaggle scores it) and accuracy."""
+    probabilities = np.clip(np.asarray(probabilities, np.float64), 1e-15, 1 - 1e-15)
+    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
+    return {
+        "log_loss": float(log_loss(labels, probabilities, labels=np.arange(n_classes))),
+        "accuracy": float(accuracy_score(labels, probabilities.argmax(axis=1))),
+    }
+'''
+
+# ---- kaggle_src/predict.py ----
+SOURCES['kaggle_src.predict'] = r'''
+"""Stage 5: the test predictions, the mean of every head's prediction on its own view's features."""
+import keras
+import numpy as np
+
+
+def predict_test(heads, test_features):
+    """Mean over `heads` of each head's softmax on `test_features[:, head.view]`; (n_test, classes)."""
+    predictions = [keras.ops.convert_to_numpy(head.model(test_features[:, head.view], training=False)) for head in heads]
+    return np.mean(predictions, axis=0, dtype=np.float64)
+'''
+
+# ---- kaggle_src/write_outputs.py ----
+SOURCES['kaggle_src.write_outputs'] = r'''
+"""Stage 6: submission.csv, checked against sample_submission.csv before it is written, and metrics.json.
+
+Both files are written to a temporary name and renamed into place, so a failed run never leaves a
+half-written file nor replaces a good submission with a bad one.
+"""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+class SubmissionError(ValueError):
+    """A submission that Kaggle would reject or score wrongly."""
+
+
+def make_submission(test_ids, classes, probabilities):
+    """The submission frame: id, then one column per class, each row normalised to sum to 1."""
+    probabilities = np.asarray(probabilities, np.float64)
+    expected = (len(test_ids), len(classes))
+    if probabilities.shape != expected:
+        raise SubmissionError(f"predictions of shape {probabilities.shape}: expected {expected}")
+    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
+    submission = pd.DataFrame(probabilities, columns=list(classes))
+    submission.insert(0, "id", list(test_ids))
+    return submission
+
+
+def validate_submission(submission, test_ids, classes):
+    """Raise SubmissionError unless `submission` is id + `classes` columns and `test_ids` rows, in
+    sample_submission.csv's order, with finite probabilities in [0, 1] that sum to 1 per row."""
+    if list(submission.columns) != ["id", *classes]:
+        raise SubmissionError("columns differ from sample_submission.csv's (names or order)")
+    if submission["id"].duplicated().any():
+        raise SubmissionError(f"id {submission['id'][submission['id'].duplicated()].iloc[0]!r} appears twice")
+    if submission["id"].tolist() != list(test_ids):
+        missing = set(test_ids) - set(submission["id"])
+        raise SubmissionError(
+            f"ids differ from sample_submission.csv's: {len(missing)} missing"
+            if missing
+            else "ids differ from sample_submission.csv's (extra ids or another order)"
+        )
+    values = submission.iloc[:, 1:].to_numpy(np.float64)
+    if not np.isfinite(values).all():
+        raise SubmissionError("probabilities are not all finite")
+    if (values < 0).any() or (values > 1).any():
+        raise SubmissionError("probabilities outside [0, 1]")
+    worst = np.abs(values.sum(axis=1) - 1).max()
+    if worst > 1e-6:
+        raise SubmissionError(f"row sums differ from 1 by up to {worst:.2g}: expected each row to sum to 1")
+
+
+def write_submission(submission, test_ids, classes, path):
+    """Validate, then write `submission` atomically to `path`."""
+    validate_submission(submission, test_ids, classes)
+    _write_atomically(path, lambda temporary: submission.to_csv(temporary, index=False, float_format="%.7g"))
+
+
+def write_metrics(metrics, path):
+    """Write the metrics dict as indented JSON, atomically."""
+    _write_atomically(path, lambda temporary: Path(temporary).write_text(json.dumps(metrics, indent=2) + "\n"))
+
+
+def _write_atomically(path, write):
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+'''
+
+# ---- kaggle_src/pipeline.py ----
+SOURCES['kaggle_src.pipeline'] = r'''
+"""The whole run, stage by stage: inputs -> images -> features -> heads -> predictions -> files.
+
+    python -m kaggle_src                                   # on Kaggle: /kaggle/input -> /kaggle/working
+    python -m kaggle_src --input-root input_stub --output-dir working --dry-run
+"""
+import argparse
+import math
+import sys
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from .config import InputError, add_config_arguments, config_from_arguments
+from .extract_features import build_backbone, build_extractor, extract_features
+from .find_inputs import default_input_root, default_output_dir, find_inputs, prepare_output_dir, read_competition
+from .load_images import load_images
+from .predict import predict_test
+from .train_heads import score_predictions, train_heads
+from .write_outputs import SubmissionError, make_submission, write_metrics, write_submission
+
+
+def run(config, input_root, output_dir, build=None):
+    """Run the pipeline with `config`; write submission.csv and metrics.json to `output_dir`; return the metrics.
+
+    `build`, when the run is a built kernel, says what it was built from; metrics.json keeps it.
+    """
+    seconds = defaultdict(float)
+
+    @contextmanager
+    def stage(name):
+        start = time.perf_counter()
+        yield
+        seconds[name] += time.perf_counter() - start
+
+    # 1. Find the inputs: every check that can fail fast runs before any heavy work.
+    with stage("find_inputs"):
+        competition_dir, weights = find_inputs(input_root, config)
+        competition = read_competition(competition_dir)
+        output_dir = prepare_output_dir(output_dir)
+    n_classes = len(competition.classes)
+    print(
+        f"{competition_dir}: {len(competition.train_ids)} train, {len(competition.test_ids)} test images, "
+        f"{n_classes} classes; backbones {', '.join(config.backbones)} at {config.image_size}px"
+        + (" (dry run: random-init weights)" if config.dry_run else "")
+    )
+
+    # 2-3. Load each split as uint8 and extract its features with one extractor, built once
+    # (random-init backbones differ on every build).
+    keras.utils.set_random_seed(config.seed)
+    with stage("extract_features"):
+        backbones = [build_backbone(name, config.image_size, weights.get(name)) for name in config.backbones]
+        extractor = build_extractor(backbones, config.image_size, config.flips)
+    features = {}
+    for split in ("train", "test"):
+        with stage("load_images"):
+            images = load_images(competition.image_paths(split), config.image_size, config.n_jobs, desc=split)
+        with stage("extract_features"):
+            features[split] = extract_features(extractor, images, config.extract_batch_size)
+        del images
+
+    # 4. Train one head per fold and view; keep the out-of-fold predictions.
+    with stage("train_heads"):
+        heads, oof = train_heads(features["train"], competition.train_labels, n_classes, config)
+
+    # 5. Predict the test set: the mean of every head on its own view.
+    with stage("predict"):
+        test_probabilities = predict_test(heads, features["test"])
+
+    # 6. Write the validated submission and the metrics.
+    with stage("write"):
+        submission = make_submission(competition.test_ids, competition.classes, test_probabilities)
+        write_submission(submission, competition.test_ids, competition.classes, output_dir / "submission.csv")
+    metrics = cv_metrics(heads, oof, competition.train_labels, config.views)
+    metrics["counts"] = {
+        "train_images": len(competition.train_ids),
+        "test_images": len(competition.test_ids),
+        "classes": n_classes,
+        "folds": config.n_folds,
+        "views": len(config.views),
+        "heads": len(heads),
+        "features": int(features["train"].shape[-1]),
+    }
+    metrics["chance_log_loss"] = math.log(n_classes)
+    metrics["seconds"] = {name: round(value, 2) for name, value in seconds.items()}
+    metrics["seconds"]["total"] = round(sum(seconds.values()), 2)
+    metrics["config"] = config.as_dict()
+    if build is not None:
+        metrics["build"] = build
+    write_metrics(metrics, output_dir / "metrics.json")
+    return metrics
+
+
+def cv_metrics(heads, oof, labels, views):
+    """Out-of-fold scores per head, per view's ensemble and for all heads together (the seed's score propagation)."""
+    n_classes = oof.shape[-1]
+    per_view = {name: score_predictions(oof[index], labels, n_classes) for index, name in enumerate(views)}
+    return {
+        "oof": {**per_view, "ensemble": score_predictions(oof.mean(axis=0), labels, n_classes)},
+        "folds": [
+            {
+                "fold": head.fold,
+                "view": views[head.view],
+                "epochs": head.epochs,
+                "log_loss": head.val_log_loss,
+                "accuracy": head.val_accuracy,
+            }
+            for head in heads
+        ],
+    }
+
+
+def main(argv=None, settings=None, build=None):
+    """Command-line entry: parse flags (ignoring unknown ones, as Kaggle may add some), run, report.
+
+    `settings` are Config values baked in by build_kernel.py; flags given on the command line win.
+    """
+    parser = argparse.ArgumentParser(prog="kaggle_src", description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument("--input-root", type=Path, default=None, help="default: /kaggle/input if it exists, else input_stub")
+    parser.add_argument("--output-dir", type=Path, default=None, help="default: /kaggle/working if it exists, else working")
+    add_config_arguments(parser)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        print(f"ignoring unknown arguments: {' '.join(unknown)}")
+    try:
+        config = config_from_arguments(args, settings)
+        output_dir = args.output_dir or default_output_dir()
+        metrics = run(config, args.input_root or default_input_root(), output_dir, build)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except SubmissionError as error:
+        print(f"error: submission.csv not written: {error}", file=sys.stderr)
+        return 1
+    oof = metrics["oof"]
+    print(
+        "out-of-fold log loss: "
+        + ", ".join(f"{name} {scores['log_loss']:.4f}" for name, scores in oof.items())
+        + f" (chance {metrics['chance_log_loss']:.4f}); {metrics['seconds']['total']:.0f} s"
+    )
+    print(f"wrote {output_dir}/submission.csv and metrics.json")
+    return 0
+'''
+
+
+class SourceImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports SOURCES as real modules, registering their lines so tracebacks show them."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name in SOURCES:
+            return importlib.util.spec_from_loader(name, self, is_package=name == "kaggle_src")
+        return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        name = module.__name__
+        filename = "kaggle_src/__init__.py" if name == "kaggle_src" else name.replace(".", "/") + ".py"
+        source = SOURCES[name][1:]
+        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+        exec(compile(source, filename, "exec"), module.__dict__)
+
+
+sys.meta_path.insert(0, SourceImporter())
+
+if __name__ == "__main__":
+    from kaggle_src.pipeline import main
+
+    exit_code = main(settings=BUILD_SETTINGS, build=BUILD)
+    if exit_code:  # a clean run returns normally: no SystemExit for a notebook to show
+        sys.exit(exit_code)
