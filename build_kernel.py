@@ -17,6 +17,7 @@ import ast
 import csv
 import datetime
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -228,11 +229,13 @@ def build(settings, user=None, public=False, out=REPO / "kernels"):
 
 def kaggle(*args):
     """Run the real kaggle CLI; return its output, or raise InputError with its last line."""
-    executable = shutil.which("kaggle") or str(Path(sys.executable).with_name("kaggle"))
-    try:
-        result = subprocess.run([executable, *args], capture_output=True, text=True)
-    except OSError:
-        raise InputError("the kaggle CLI is not installed: pip install kaggle") from None
+    if importlib.util.find_spec("kaggle"):  # the one installed beside this Python
+        command = [sys.executable, "-m", "kaggle"]
+    elif shutil.which("kaggle"):
+        command = [shutil.which("kaggle")]
+    else:
+        raise InputError("the kaggle CLI is not installed: pip install kaggle")
+    result = subprocess.run([*command, *args], capture_output=True, text=True)
     if result.returncode != 0:
         lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
         raise InputError(f"kaggle {' '.join(args[:2])} failed: {lines[-1]}")
