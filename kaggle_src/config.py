@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from .backbones import BACKBONES
 
 DRY_RUN_IMAGE_SIZE = 96  # what --dry-run uses unless --image-size is given
+PRECISIONS = ("auto", "float32", "float16", "bfloat16")
+XLA_MODES = ("auto", "on", "off")
 
 
 class InputError(ValueError):
@@ -23,7 +25,9 @@ class Config:
     max_epochs: int = 50
     patience: int = 5  # epochs without a better validation loss before a head stops
     head_batch_size: int = 128
-    extract_batch_size: int = 64
+    extract_batch_size: int = 0  # images per extraction batch; 0: from free GPU memory (64 without a GPU)
+    precision: str = "auto"  # backbones' compute dtype; auto: float16 on T4-class GPUs, bfloat16 on newer, else float32
+    xla: str = "auto"  # compile the extractor with XLA; auto: Keras' choice (on for one GPU, off on CPU or several)
     n_jobs: int = -1  # image-decoding threads (-1: one per core)
     seed: int = 2017
     dry_run: bool = False  # random-init backbones: no weight files, for CPU and CI
@@ -43,9 +47,14 @@ class Config:
         if self.image_size < min_size:
             raise InputError(f"config image_size={self.image_size}: expected at least {min_size} for these backbones")
         _check_at_least(self, "n_folds", 2)
-        for name in ("max_epochs", "head_batch_size", "extract_batch_size"):
+        for name in ("max_epochs", "head_batch_size"):
             _check_at_least(self, name, 1)
-        _check_at_least(self, "patience", 0)
+        for name in ("patience", "extract_batch_size"):
+            _check_at_least(self, name, 0)
+        if self.precision not in PRECISIONS:
+            raise InputError(f"config precision={self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if self.xla not in XLA_MODES:
+            raise InputError(f"config xla={self.xla!r}: expected one of {', '.join(XLA_MODES)}")
         if not 0 <= self.dropout < 1:
             raise InputError(f"config dropout={self.dropout}: expected a value in [0, 1)")
         if not self.learning_rate > 0:

@@ -5,12 +5,26 @@ One Keras model does it all on the device: it takes a uint8 batch, casts and sca
 over both views and returns the concatenated pooled features as (batch, views, features). So each
 image crosses to the GPU once, as uint8, and the data is passed over once — where the seed ran
 `predict` four times over float32 host copies.
+
+On the GPU the backbones compute in float16 (T4-class tensor cores) or bfloat16 (Ampere and newer)
+while features come back as float32; with two or more GPUs (Kaggle's T4 x2) every batch is split
+across them by a MirroredStrategy. Batches are fed from the background image loader through
+tf.data, so decoding overlaps the GPU's work; the batch size follows the free GPU memory, and an
+out-of-memory error halves it instead of ending the run.
 """
+import subprocess
+
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from .backbones import BACKBONES
+
+CPU_BATCH_SIZE = 64  # images per batch without a GPU
+MAX_BATCH_SIZE = 512  # images per replica at most, however much memory is free
+MEMORY_FRACTION = 0.5  # of the free GPU memory that a batch's activations may take, by our estimate
+LIVE_OUTPUTS = 4  # layer outputs alive at once in inference: input, output, a residual branch, workspace
 
 
 def build_backbone(name, image_size, weights_path=None):
@@ -27,17 +41,120 @@ def build_backbone(name, image_size, weights_path=None):
     )
 
 
-def build_extractor(backbones, image_size, flips=True):
-    """One model: uint8 images (batch, size, size, 3) -> float32 features (batch, views, sum of widths)."""
+def compute_dtype(precision):
+    """The dtype the backbones compute in: `precision`, or for "auto" the fastest that the first GPU supports."""
+    if precision != "auto":
+        return precision
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "float32"
+    capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+    return "bfloat16" if capability >= (8, 0) else "float16" if capability >= (7, 0) else "float32"
+
+
+def distribution_strategy(devices=None):
+    """A MirroredStrategy over `devices` (default: every GPU) when there are two or more, else the default strategy."""
+    devices = devices or [device.name for device in tf.config.list_logical_devices("GPU")]
+    return tf.distribute.MirroredStrategy(devices) if len(devices) > 1 else tf.distribute.get_strategy()
+
+
+def build_extractor(config, weights=None, devices=None):
+    """One model: uint8 images (batch, size, size, 3) -> float32 features (batch, views, sum of widths).
+
+    Backbones are built from `weights` ({name: .h5 path}; a missing name is random-init) in the
+    configured precision, under the distribution strategy, with XLA as configured.
+    """
+    dtype = compute_dtype(config.precision)
+    strategy = distribution_strategy(devices)
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32" if dtype == "float32" else f"mixed_{dtype}")
+    try:
+        with strategy.scope():
+            backbones = [build_backbone(name, config.image_size, (weights or {}).get(name)) for name in config.backbones]
+            extractor = fuse_views(backbones, config.image_size, config.flips)
+            extractor.compile(jit_compile={"auto": "auto", "on": True, "off": False}[config.xla])
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    print(f"extractor: {', '.join(config.backbones)} at {config.image_size}px in {dtype} on "
+          f"{strategy.num_replicas_in_sync} replica(s), XLA {'on' if extractor.jit_compile else 'off'}")
+    return extractor
+
+
+def fuse_views(backbones, image_size, flips=True):
+    """The extractor model around already built `backbones`: scaling, flipping and concatenation on the device."""
     images = keras.Input((image_size, image_size, 3), dtype="uint8", name="images")
-    scaled = ops.cast(images, "float32") / 127.5 - 1.0
+    scaled = ops.cast(images, backbones[0].compute_dtype) / 127.5 - 1.0
     views = [scaled, ops.flip(scaled, axis=2)] if flips else [scaled]
     stacked = ops.concatenate(views, axis=0)  # (views * batch, ...): one backbone call per batch
-    features = ops.concatenate([backbone(stacked) for backbone in backbones], axis=-1)
+    features = ops.concatenate([ops.cast(backbone(stacked), "float32") for backbone in backbones], axis=-1)
     per_view = ops.stack(ops.split(features, len(views), axis=0), axis=1)
-    return keras.Model(images, ops.cast(per_view, "float32"), name="extractor")
+    return keras.Model(images, per_view, name="extractor")
 
 
-def extract_features(extractor, images, batch_size):
-    """Run the extractor over a uint8 image array; returns float32 (n_images, views, features)."""
-    return np.asarray(extractor.predict(images, batch_size=batch_size, verbose=2), np.float32)
+def free_gpu_memory():
+    """Free bytes on the first GPU as nvidia-smi reports them, or None without a GPU or nvidia-smi."""
+    if not tf.config.list_physical_devices("GPU"):
+        return None
+    try:
+        output = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout
+        return int(output.split()[0]) * 2**20
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def activation_bytes(extractor):
+    """Estimated device memory that inference over one image (all its views) keeps alive at once.
+
+    The backbones run one after the other and free each layer's input after use, so the peak is a few
+    layer outputs of the widest backbone: LIVE_OUTPUTS times its largest, in its compute dtype, per view.
+    """
+    views = extractor.output.shape[1]
+    largest = max(
+        int(np.prod(layer.output.shape[1:])) * np.dtype(layer.compute_dtype).itemsize
+        for backbone in extractor.layers
+        if isinstance(backbone, keras.Model)
+        for layer in backbone.layers
+    )
+    return views * LIVE_OUTPUTS * largest
+
+
+def choose_batch_size(extractor, free_bytes, replicas):
+    """Images per batch: the largest power of two per replica whose activations fit in MEMORY_FRACTION of
+    `free_bytes` (at most MAX_BATCH_SIZE), times `replicas`; CPU_BATCH_SIZE when the free memory is unknown."""
+    if free_bytes is None:
+        return CPU_BATCH_SIZE
+    per_replica = max(1, int(free_bytes * MEMORY_FRACTION) // activation_bytes(extractor))
+    per_replica = min(MAX_BATCH_SIZE, 2 ** int(np.log2(per_replica)))
+    return per_replica * replicas
+
+
+def extract_features(extractor, images, batch_size=0):
+    """Run the extractor over LoadedImages; returns float32 (n_images, views, features).
+
+    Batches stream in from the loader as they are decoded. `batch_size` 0 chooses it from the free GPU
+    memory; out of memory, the batch is halved and the split started again.
+    """
+    replicas = extractor.distribute_strategy.num_replicas_in_sync
+    batch_size = batch_size or choose_batch_size(extractor, free_gpu_memory(), replicas)
+    while True:
+        try:
+            return _predict(extractor, images, batch_size)
+        except tf.errors.ResourceExhaustedError:
+            if batch_size <= 1:
+                raise
+            batch_size = max(1, batch_size // 2)
+            print(f"out of GPU memory: extracting again with {batch_size} images per batch")
+
+
+def _predict(extractor, images, batch_size):
+    size = extractor.input_shape[1]
+    dataset = tf.data.Dataset.from_generator(
+        lambda: images.batches(batch_size),
+        output_signature=tf.TensorSpec((None, size, size, 3), tf.uint8),
+    ).apply(tf.data.experimental.assert_cardinality(-(-len(images) // batch_size))).prefetch(2)
+    print(f"extract {images.desc}: {len(images)} images, {batch_size} per batch")
+    features = extractor.predict(dataset, verbose=0)
+    return np.asarray(features, np.float32)

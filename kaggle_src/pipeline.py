@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from .config import InputError, add_config_arguments, config_from_arguments
-from .extract_features import build_backbone, build_extractor, extract_features
+from .extract_features import build_extractor, extract_features
 from .find_inputs import default_input_root, default_output_dir, find_inputs, prepare_output_dir, read_competition
 from .load_images import load_images
 from .predict import predict_test
@@ -28,7 +28,7 @@ def run(config, input_root, output_dir, build=None):
 
     `build`, when the run is a built kernel, says what it was built from; metrics.json keeps it.
     """
-    seconds = defaultdict(float)
+    seconds, started = defaultdict(float), time.perf_counter()
 
     @contextmanager
     def stage(name):
@@ -48,18 +48,19 @@ def run(config, input_root, output_dir, build=None):
         + (" (dry run: random-init weights)" if config.dry_run else "")
     )
 
-    # 2-3. Load each split as uint8 and extract its features with one extractor, built once
-    # (random-init backbones differ on every build).
+    # 2-3. Load each split as uint8 in background threads and extract its features batch by batch as
+    # the images come in, with one extractor, built once (random-init backbones differ on every build).
     keras.utils.set_random_seed(config.seed)
     with stage("extract_features"):
-        backbones = [build_backbone(name, config.image_size, weights.get(name)) for name in config.backbones]
-        extractor = build_extractor(backbones, config.image_size, config.flips)
+        extractor = build_extractor(config, weights)
     features = {}
     for split in ("train", "test"):
-        with stage("load_images"):
+        with stage("extract_features"):  # loading runs behind it: see seconds.load_images for its own time
             images = load_images(competition.image_paths(split), config.image_size, config.n_jobs, desc=split)
-        with stage("extract_features"):
             features[split] = extract_features(extractor, images, config.extract_batch_size)
+        seconds["load_images"] += images.seconds
+        if images.failed:
+            raise InputError(f"{images.paths[images.failed[0]]}: missing or not a decodable image")
         del images
 
     # 4. Train one head per fold and view; keep the out-of-fold predictions.
@@ -86,7 +87,7 @@ def run(config, input_root, output_dir, build=None):
     }
     metrics["chance_log_loss"] = math.log(n_classes)
     metrics["seconds"] = {name: round(value, 2) for name, value in seconds.items()}
-    metrics["seconds"]["total"] = round(sum(seconds.values()), 2)
+    metrics["seconds"]["total"] = round(time.perf_counter() - started, 2)  # stages overlap: not their sum
     metrics["config"] = config.as_dict()
     if build is not None:
         metrics["build"] = build

@@ -1,12 +1,23 @@
+import json
+import subprocess
+import sys
+import threading
+
+import cv2
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from kaggle_src.backbones import BACKBONES
 from kaggle_src.config import make_config
-from kaggle_src.extract_features import build_backbone, build_extractor, extract_features
+from kaggle_src.extract_features import (
+    CPU_BATCH_SIZE, MAX_BATCH_SIZE, activation_bytes, build_backbone, build_extractor, choose_batch_size,
+    extract_features, fuse_views,
+)
 from kaggle_src.find_inputs import find_inputs
-from tests.conftest import INPUT_STUB, write_legacy_weights
+from kaggle_src.load_images import load_images
+from tests.conftest import INPUT_STUB, REPO, write_legacy_weights
 
 SIZE = 75  # InceptionV3's smallest input: the cheapest size both backbones accept
 
@@ -22,6 +33,17 @@ def images():
     return np.random.default_rng(0).integers(0, 256, (5, SIZE, SIZE, 3), dtype=np.uint8)
 
 
+def loaded(images, folder):
+    """`images` (RGB) written losslessly and loaded back through the real loader, as the pipeline feeds them."""
+    folder.mkdir(exist_ok=True)
+    paths = [folder / f"{index}.png" for index in range(len(images))]
+    for path, image in zip(paths, images):
+        cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    result = load_images(paths, images.shape[1], n_jobs=2)
+    assert (result.result() == images).all()
+    return result
+
+
 def separately(backbones, images):
     """The seed's way: host preprocessing and np.flip copies, each backbone run on its own."""
     scaled = images.astype(np.float32) / 127.5 - 1
@@ -32,18 +54,128 @@ def separately(backbones, images):
     )
 
 
-def test_fused_extractor_equals_each_backbone_on_each_view(backbones, images):
+def close_to(actual, expected, relative):
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=relative * np.abs(expected).max())
+
+
+def test_fused_extractor_equals_each_backbone_on_each_view(backbones, images, tmp_path):
     expected = separately(backbones, images)
-    fused = extract_features(build_extractor(backbones, SIZE, flips=True), images, batch_size=2)
+    fused = extract_features(fuse_views(backbones, SIZE, flips=True), loaded(images, tmp_path), batch_size=2)
     assert fused.shape == (5, 2, 4096) and fused.dtype == np.float32
     assert not np.allclose(expected[:, 0], expected[:, 1], rtol=1e-3, atol=0)  # the views do differ
-    np.testing.assert_allclose(fused, expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
+    close_to(fused, expected, 1e-4)
 
 
-def test_without_flips_there_is_one_view(backbones, images):
-    features = extract_features(build_extractor(backbones, SIZE, flips=False), images, batch_size=4)
-    expected = separately(backbones, images)[:, :1]
-    np.testing.assert_allclose(features, expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
+def test_without_flips_there_is_one_view(backbones, images, tmp_path):
+    features = extract_features(fuse_views(backbones, SIZE, flips=False), loaded(images, tmp_path), batch_size=4)
+    close_to(features, separately(backbones, images)[:, :1], 1e-4)
+
+
+@pytest.mark.parametrize("precision, tolerance", [("float16", 0.01), ("bfloat16", 0.05)])
+def test_half_precision_features_are_float32_and_close_to_full_precision(images, tmp_path, precision, tolerance):
+    """The GPU's float16 / bfloat16 path, run on the CPU: same weights, features within a tolerance."""
+    extractors = {}
+    for dtype in ("float32", precision):
+        keras.utils.set_random_seed(0)
+        extractors[dtype] = build_extractor(make_config(dry_run=True, image_size=SIZE, precision=dtype))
+    full, half = extractors["float32"], extractors[precision]
+    assert [layer.compute_dtype for layer in half.layers if isinstance(layer, keras.Model)] == [precision] * 2
+    for ours, theirs in zip(half.weights, full.weights):  # variables stay float32 under mixed precision
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours), keras.ops.convert_to_numpy(theirs))
+    expected = extract_features(full, loaded(images, tmp_path), batch_size=5)
+    features = extract_features(half, loaded(images, tmp_path), batch_size=5)
+    assert features.dtype == np.float32
+    assert not np.array_equal(features, expected)  # it did compute in lower precision
+    close_to(features, expected, tolerance)
+
+
+def test_auto_precision_and_xla_are_float32_and_off_on_cpu():
+    extractor = build_extractor(make_config(dry_run=True, image_size=SIZE, backbones=("inception_v3",)))
+    assert extractor.layers[-1].compute_dtype == "float32" and extractor.jit_compile is False
+
+
+MULTI_REPLICA = """
+import json, sys
+import numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from kaggle_src.config import make_config
+from kaggle_src.extract_features import build_extractor, extract_features
+from tests.test_extract_features import loaded
+from pathlib import Path
+images = np.random.default_rng(0).integers(0, 256, (7, 75, 75, 3), dtype=np.uint8)
+config = make_config(dry_run=True, image_size=75)
+single = build_extractor(config)
+mirrored = build_extractor(config, devices=["/cpu:0", "/cpu:1"])
+mirrored.set_weights(single.get_weights())
+one = extract_features(single, loaded(images, Path(sys.argv[1]) / "a"), batch_size=4)
+two = extract_features(mirrored, loaded(images, Path(sys.argv[1]) / "b"), batch_size=4)  # batches of 4 then 3
+print(json.dumps({"replicas": mirrored.distribute_strategy.num_replicas_in_sync, "shape": two.shape,
+                  "difference": float(np.abs(one - two).max() / np.abs(one).max())}))
+"""
+
+
+def test_batches_split_across_replicas_equal_one_device(tmp_path):
+    """Kaggle's T4 x2 path (a MirroredStrategy), on two logical CPU devices in a fresh process."""
+    result = subprocess.run([sys.executable, "-c", MULTI_REPLICA, str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2 and report["shape"] == [7, 2, 4096]
+    assert report["difference"] < 1e-5
+
+
+def test_out_of_memory_halves_the_batch_and_starts_again(backbones, images, tmp_path, capsys):
+    extractor = fuse_views(backbones, SIZE)
+    predict, batch_sizes = extractor.predict, []
+
+    def predict_with_little_memory(dataset, verbose):
+        sizes = [len(batch) for batch in dataset]
+        batch_sizes.append(sizes[0])
+        if sizes[0] > 1:
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+        return predict(dataset, verbose=verbose)
+
+    extractor.predict = predict_with_little_memory
+    features = extract_features(extractor, loaded(images, tmp_path), batch_size=4)
+    assert batch_sizes == [4, 2, 1]
+    assert "out of GPU memory: extracting again with 1 images per batch" in capsys.readouterr().out
+    close_to(features, separately(backbones, images), 1e-4)
+
+
+def test_batch_size_follows_free_memory():
+    extractor = fuse_views([build_backbone(name, 299) for name in ("xception", "inception_v3")], 299)
+    per_image = activation_bytes(extractor)
+    # The largest layer output at 299 px is Xception's 147x147x128 float32, 4 alive at once, 2 views.
+    assert per_image == 2 * 4 * 147 * 147 * 128 * 4
+    assert choose_batch_size(extractor, None, 1) == CPU_BATCH_SIZE
+    assert choose_batch_size(extractor, 64 * per_image, 1) == 32  # half the free memory
+    assert choose_batch_size(extractor, 100 * per_image, 2) == 2 * 32  # rounded down to a power of two, per replica
+    assert choose_batch_size(extractor, 1, 1) == 1
+    assert choose_batch_size(extractor, 10**6 * per_image, 1) == MAX_BATCH_SIZE
+
+
+def test_extraction_starts_before_loading_ends(tmp_path, monkeypatch, images):
+    """The first batch reaches the extractor while the last image is still being decoded."""
+    import kaggle_src.load_images as module
+
+    first_batch_taken, decode = threading.Event(), module.load_image
+    late = str(tmp_path / "4.png")
+
+    def slow_last_image(path, size):
+        if str(path) == late:
+            assert first_batch_taken.wait(timeout=60), "the first batch was not handed out before loading ended"
+        return decode(path, size)
+
+    monkeypatch.setattr(module, "load_image", slow_last_image)
+    for index, image in enumerate(images):
+        cv2.imwrite(str(tmp_path / f"{index}.png"), image)
+    loading = load_images([tmp_path / f"{index}.png" for index in range(5)], SIZE, n_jobs=2)
+    batches = loading.batches(2)
+    next(batches)
+    first_batch_taken.set()
+    assert sum(len(batch) for batch in batches) == 3
+    assert loading.failed == []
 
 
 def test_weights_load_from_legacy_h5_files_with_the_keras_names(tmp_path, backbones):
@@ -53,7 +185,7 @@ def test_weights_load_from_legacy_h5_files_with_the_keras_names(tmp_path, backbo
         write_legacy_weights(backbone, tmp_path / "keras-pretrained-models" / BACKBONES[name].weights_file)
     _, weights = find_inputs(tmp_path, make_config(image_size=SIZE))
     for name, backbone in zip(("xception", "inception_v3"), backbones):
-        loaded = build_backbone(name, SIZE, weights[name])
-        assert len(loaded.weights) == len(backbone.weights)
-        for theirs, ours in zip(loaded.weights, backbone.weights):
+        loaded_backbone = build_backbone(name, SIZE, weights[name])
+        assert len(loaded_backbone.weights) == len(backbone.weights)
+        for theirs, ours in zip(loaded_backbone.weights, backbone.weights):
             np.testing.assert_array_equal(keras.ops.convert_to_numpy(theirs), keras.ops.convert_to_numpy(ours))

@@ -1,8 +1,6 @@
 import cv2
 import numpy as np
-import pytest
 
-from kaggle_src.config import InputError
 from kaggle_src.load_images import load_image, load_images
 
 
@@ -31,13 +29,16 @@ def test_greyscale_and_alpha_images_become_rgb(tmp_path):
 
 def test_parallel_loading_keeps_the_order(tmp_path):
     paths = [write(tmp_path / f"{value}.png", np.full((10 + value, 12, 3), value * 10, np.uint8)) for value in range(12)]
-    images = load_images(paths, 8, n_jobs=2)
+    images = load_images(paths, 8, n_jobs=2).result()
     assert images.shape == (12, 8, 8, 3) and images.dtype == np.uint8
     assert [int(image.mean()) for image in images] == [value * 10 for value in range(12)]
 
 
-def test_an_undecodable_image_names_its_file(tmp_path):
+def test_unreadable_images_are_listed_and_left_blank(tmp_path):
+    good = write(tmp_path / "good.png", np.full((10, 10, 3), 9, np.uint8))
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not a jpeg")
-    with pytest.raises(InputError, match="broken.jpg: missing or not a decodable image"):
-        load_images([bad], 8)
+    loading = load_images([good, bad, tmp_path / "missing.jpg"], 8)
+    images = loading.result()
+    assert loading.failed == [1, 2]
+    assert (images[0] == 9).all() and (images[1:] == 0).all()
