@@ -6,12 +6,13 @@ GPU, trains 5-fold x 2-view dropout + softmax heads, and writes the mean of thei
 predictions to /kaggle/working/submission.csv, with the cross-validated scores in metrics.json.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   523a58a
-    sources sha256:  4eea87dd48d27cfcdb6651a5480c2824ff4602cb79193d850779af56017e8466
+    source commit:   cdc4508
+    sources sha256:  3d02f5eb411477a6ddac65dcd4c589c05480fb7e52cd9c5d7e4e8624544c37f4
     build settings:  none (the defaults)
     configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5,
-                     head_batch_size=128, extract_batch_size=64, n_jobs=-1, seed=2017, dry_run=False,
+                     head_batch_size=128, extract_batch_size=0, precision='auto', xla='auto',
+                     n_jobs=-1, seed=2017, dry_run=False,
                      weights_dataset='gaborfodor/keras-pretrained-models'
 Run here:   python kernel.py --input-root input_stub --output-dir working --dry-run
 On Kaggle:  no arguments: /kaggle/input -> /kaggle/working, the real weights.
@@ -25,7 +26,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
 
 BUILD_SETTINGS = {}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': '523a58a', 'sources_sha256': '4eea87dd48d27cfcdb6651a5480c2824ff4602cb79193d850779af56017e8466', 'settings': {}}
+BUILD = {'commit': 'cdc4508', 'sources_sha256': '3d02f5eb411477a6ddac65dcd4c589c05480fb7e52cd9c5d7e4e8624544c37f4', 'settings': {}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -48,6 +49,8 @@ from dataclasses import dataclass
 from .backbones import BACKBONES
 
 DRY_RUN_IMAGE_SIZE = 96  # what --dry-run uses unless --image-size is given
+PRECISIONS = ("auto", "float32", "float16", "bfloat16")
+XLA_MODES = ("auto", "on", "off")
 
 
 class InputError(ValueError):
@@ -65,7 +68,9 @@ class Config:
     max_epochs: int = 50
     patience: int = 5  # epochs without a better validation loss before a head stops
     head_batch_size: int = 128
-    extract_batch_size: int = 64
+    extract_batch_size: int = 0  # images per extraction batch; 0: from free GPU memory (64 without a GPU)
+    precision: str = "auto"  # backbones' compute dtype; auto: float16 on T4-class GPUs, bfloat16 on newer, else float32
+    xla: str = "auto"  # compile the extractor with XLA; auto: Keras' choice (on for one GPU, off on CPU or several)
     n_jobs: int = -1  # image-decoding threads (-1: one per core)
     seed: int = 2017
     dry_run: bool = False  # random-init backbones: no weight files, for CPU and CI
@@ -85,9 +90,14 @@ class Config:
         if self.image_size < min_size:
             raise InputError(f"config image_size={self.image_size}: expected at least {min_size} for these backbones")
         _check_at_least(self, "n_folds", 2)
-        for name in ("max_epochs", "head_batch_size", "extract_batch_size"):
+        for name in ("max_epochs", "head_batch_size"):
             _check_at_least(self, name, 1)
-        _check_at_least(self, "patience", 0)
+        for name in ("patience", "extract_batch_size"):
+            _check_at_least(self, name, 0)
+        if self.precision not in PRECISIONS:
+            raise InputError(f"config precision={self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if self.xla not in XLA_MODES:
+            raise InputError(f"config xla={self.xla!r}: expected one of {', '.join(XLA_MODES)}")
         if not 0 <= self.dropout < 1:
             raise InputError(f"config dropout={self.dropout}: expected a value in [0, 1)")
         if not self.learning_rate > 0:
@@ -356,43 +366,104 @@ def _check_unique(ids, path):
 
 # ---- kaggle_src/load_images.py ----
 SOURCES['kaggle_src.load_images'] = r'''
-"""Stage 2: decode every image into one preallocated uint8 RGB array, in parallel threads.
+"""Stage 2: decode every image into one preallocated uint8 RGB array, in background threads.
 
 uint8 keeps the training set at 299x299 to 2.7 GB (float32 would be 11 GB); the cast and scaling
 happen on the device, in the feature extractor. OpenCV decodes as BGR, so each image is turned to
 RGB here, once. OpenCV releases the GIL while decoding and resizing, so threads scale across
 cores and write straight into the shared array, with no copies between processes.
+
+Loading starts at once and runs behind the caller: `LoadedImages.batches` hands out each batch as
+soon as its images are in, so the GPU extracts features from one batch while the next are decoded.
 """
+import threading
+import time
+
 import cv2
 import numpy as np
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
-from .config import InputError
-
 
 def load_image(path, size):
-    """One image as a (size, size, 3) uint8 RGB array; greyscale and alpha images become RGB."""
+    """One image as a (size, size, 3) uint8 RGB array, or None if it is missing or not decodable.
+
+    Greyscale and alpha images become RGB.
+    """
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        raise InputError(f"{path}: missing or not a decodable image")
+        return None
     image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+class LoadedImages:
+    """`paths` decoded in order into `array` (n, size, size, 3) uint8 by `n_jobs` threads, in the background.
+
+    Rows of images that could not be read stay zero; their indices are in `failed` once loading is done.
+    """
+
+    def __init__(self, paths, size, n_jobs=-1, desc="images"):
+        self.paths, self.size, self.n_jobs, self.desc = list(paths), size, n_jobs, desc
+        self.array = np.zeros((len(self.paths), size, size, 3), np.uint8)
+        self.failed = []
+        self.seconds = 0.0  # wall time from the start to the last image in
+        self._loaded = 0  # images 0 .. _loaded-1 are in
+        self._error = None
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._load, name=f"load {desc}", daemon=True)
+        self._thread.start()
+
+    def __len__(self):
+        return len(self.paths)
+
+    def _load(self):
+        def load_into(index):
+            image = load_image(self.paths[index], self.size)
+            if image is not None:
+                self.array[index] = image
+            return image is not None
+
+        started = time.perf_counter()
+        try:
+            done = Parallel(n_jobs=self.n_jobs, prefer="threads", return_as="generator")(
+                delayed(load_into)(index) for index in range(len(self.paths))
+            )
+            progress = tqdm(done, total=len(self.paths), desc=f"load {self.desc}", unit="img", mininterval=2)
+            for index, loaded in enumerate(progress):
+                with self._changed:
+                    if not loaded:
+                        self.failed.append(index)
+                    self._loaded = index + 1
+                    self.seconds = time.perf_counter() - started
+                    self._changed.notify_all()
+        except BaseException as error:  # handed to the consumer, which is waiting on this thread
+            with self._changed:
+                self._error = error
+                self._changed.notify_all()
+
+    def _wait_for(self, count):
+        with self._changed:
+            self._changed.wait_for(lambda: self._loaded >= count or self._error is not None)
+            if self._error is not None:
+                raise self._error
+
+    def batches(self, batch_size):
+        """Consecutive slices of `array` of `batch_size` images, each yielded as soon as it is loaded."""
+        for start in range(0, len(self), batch_size):
+            stop = min(start + batch_size, len(self))
+            self._wait_for(stop)
+            yield self.array[start:stop]
+
+    def result(self):
+        """The whole array, once every image is loaded."""
+        self._wait_for(len(self))
+        return self.array
+
+
 def load_images(paths, size, n_jobs=-1, desc="images"):
-    """All `paths` as one (len(paths), size, size, 3) uint8 RGB array, behind a progress bar."""
-    images = np.empty((len(paths), size, size, 3), np.uint8)
-
-    def load_into(index):
-        images[index] = load_image(paths[index], size)
-
-    done = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(
-        delayed(load_into)(index) for index in range(len(paths))
-    )
-    for _ in tqdm(done, total=len(paths), desc=f"load {desc}", unit="img", mininterval=2):
-        pass
-    return images
+    """Start decoding `paths` into one uint8 RGB array behind a progress bar; returns LoadedImages at once."""
+    return LoadedImages(paths, size, n_jobs, desc)
 '''
 
 # ---- kaggle_src/extract_features.py ----
@@ -404,12 +475,26 @@ One Keras model does it all on the device: it takes a uint8 batch, casts and sca
 over both views and returns the concatenated pooled features as (batch, views, features). So each
 image crosses to the GPU once, as uint8, and the data is passed over once — where the seed ran
 `predict` four times over float32 host copies.
+
+On the GPU the backbones compute in float16 (T4-class tensor cores) or bfloat16 (Ampere and newer)
+while features come back as float32; with two or more GPUs (Kaggle's T4 x2) every batch is split
+across them by a MirroredStrategy. Batches are fed from the background image loader through
+tf.data, so decoding overlaps the GPU's work; the batch size follows the free GPU memory, and an
+out-of-memory error halves it instead of ending the run.
 """
+import subprocess
+
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from .backbones import BACKBONES
+
+CPU_BATCH_SIZE = 64  # images per batch without a GPU
+MAX_BATCH_SIZE = 512  # images per replica at most, however much memory is free
+MEMORY_FRACTION = 0.5  # of the free GPU memory that a batch's activations may take, by our estimate
+LIVE_OUTPUTS = 4  # layer outputs alive at once in inference: input, output, a residual branch, workspace
 
 
 def build_backbone(name, image_size, weights_path=None):
@@ -426,20 +511,123 @@ def build_backbone(name, image_size, weights_path=None):
     )
 
 
-def build_extractor(backbones, image_size, flips=True):
-    """One model: uint8 images (batch, size, size, 3) -> float32 features (batch, views, sum of widths)."""
+def compute_dtype(precision):
+    """The dtype the backbones compute in: `precision`, or for "auto" the fastest that the first GPU supports."""
+    if precision != "auto":
+        return precision
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "float32"
+    capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+    return "bfloat16" if capability >= (8, 0) else "float16" if capability >= (7, 0) else "float32"
+
+
+def distribution_strategy(devices=None):
+    """A MirroredStrategy over `devices` (default: every GPU) when there are two or more, else the default strategy."""
+    devices = devices or [device.name for device in tf.config.list_logical_devices("GPU")]
+    return tf.distribute.MirroredStrategy(devices) if len(devices) > 1 else tf.distribute.get_strategy()
+
+
+def build_extractor(config, weights=None, devices=None):
+    """One model: uint8 images (batch, size, size, 3) -> float32 features (batch, views, sum of widths).
+
+    Backbones are built from `weights` ({name: .h5 path}; a missing name is random-init) in the
+    configured precision, under the distribution strategy, with XLA as configured.
+    """
+    dtype = compute_dtype(config.precision)
+    strategy = distribution_strategy(devices)
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32" if dtype == "float32" else f"mixed_{dtype}")
+    try:
+        with strategy.scope():
+            backbones = [build_backbone(name, config.image_size, (weights or {}).get(name)) for name in config.backbones]
+            extractor = fuse_views(backbones, config.image_size, config.flips)
+            extractor.compile(jit_compile={"auto": "auto", "on": True, "off": False}[config.xla])
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    print(f"extractor: {', '.join(config.backbones)} at {config.image_size}px in {dtype} on "
+          f"{strategy.num_replicas_in_sync} replica(s), XLA {'on' if extractor.jit_compile else 'off'}")
+    return extractor
+
+
+def fuse_views(backbones, image_size, flips=True):
+    """The extractor model around already built `backbones`: scaling, flipping and concatenation on the device."""
     images = keras.Input((image_size, image_size, 3), dtype="uint8", name="images")
-    scaled = ops.cast(images, "float32") / 127.5 - 1.0
+    scaled = ops.cast(images, backbones[0].compute_dtype) / 127.5 - 1.0
     views = [scaled, ops.flip(scaled, axis=2)] if flips else [scaled]
     stacked = ops.concatenate(views, axis=0)  # (views * batch, ...): one backbone call per batch
-    features = ops.concatenate([backbone(stacked) for backbone in backbones], axis=-1)
+    features = ops.concatenate([ops.cast(backbone(stacked), "float32") for backbone in backbones], axis=-1)
     per_view = ops.stack(ops.split(features, len(views), axis=0), axis=1)
-    return keras.Model(images, ops.cast(per_view, "float32"), name="extractor")
+    return keras.Model(images, per_view, name="extractor")
 
 
-def extract_features(extractor, images, batch_size):
-    """Run the extractor over a uint8 image array; returns float32 (n_images, views, features)."""
-    return np.asarray(extractor.predict(images, batch_size=batch_size, verbose=2), np.float32)
+def free_gpu_memory():
+    """Free bytes on the first GPU as nvidia-smi reports them, or None without a GPU or nvidia-smi."""
+    if not tf.config.list_physical_devices("GPU"):
+        return None
+    try:
+        output = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout
+        return int(output.split()[0]) * 2**20
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def activation_bytes(extractor):
+    """Estimated device memory that inference over one image (all its views) keeps alive at once.
+
+    The backbones run one after the other and free each layer's input after use, so the peak is a few
+    layer outputs of the widest backbone: LIVE_OUTPUTS times its largest, in its compute dtype, per view.
+    """
+    views = extractor.output.shape[1]
+    largest = max(
+        int(np.prod(layer.output.shape[1:])) * np.dtype(layer.compute_dtype).itemsize
+        for backbone in extractor.layers
+        if isinstance(backbone, keras.Model)
+        for layer in backbone.layers
+    )
+    return views * LIVE_OUTPUTS * largest
+
+
+def choose_batch_size(extractor, free_bytes, replicas):
+    """Images per batch: the largest power of two per replica whose activations fit in MEMORY_FRACTION of
+    `free_bytes` (at most MAX_BATCH_SIZE), times `replicas`; CPU_BATCH_SIZE when the free memory is unknown."""
+    if free_bytes is None:
+        return CPU_BATCH_SIZE
+    per_replica = max(1, int(free_bytes * MEMORY_FRACTION) // activation_bytes(extractor))
+    per_replica = min(MAX_BATCH_SIZE, 2 ** int(np.log2(per_replica)))
+    return per_replica * replicas
+
+
+def extract_features(extractor, images, batch_size=0):
+    """Run the extractor over LoadedImages; returns float32 (n_images, views, features).
+
+    Batches stream in from the loader as they are decoded. `batch_size` 0 chooses it from the free GPU
+    memory; out of memory, the batch is halved and the split started again.
+    """
+    replicas = extractor.distribute_strategy.num_replicas_in_sync
+    batch_size = batch_size or choose_batch_size(extractor, free_gpu_memory(), replicas)
+    while True:
+        try:
+            return _predict(extractor, images, batch_size)
+        except tf.errors.ResourceExhaustedError:
+            if batch_size <= 1:
+                raise
+            batch_size = max(1, batch_size // 2)
+            print(f"out of GPU memory: extracting again with {batch_size} images per batch")
+
+
+def _predict(extractor, images, batch_size):
+    size = extractor.input_shape[1]
+    dataset = tf.data.Dataset.from_generator(
+        lambda: images.batches(batch_size),
+        output_signature=tf.TensorSpec((None, size, size, 3), tf.uint8),
+    ).apply(tf.data.experimental.assert_cardinality(-(-len(images) // batch_size))).prefetch(2)
+    print(f"extract {images.desc}: {len(images)} images, {batch_size} per batch")
+    features = extractor.predict(dataset, verbose=0)
+    return np.asarray(features, np.float32)
 '''
 
 # ---- kaggle_src/train_heads.py ----
@@ -715,7 +903,7 @@ import keras
 import numpy as np
 
 from .config import InputError, add_config_arguments, config_from_arguments
-from .extract_features import build_backbone, build_extractor, extract_features
+from .extract_features import build_extractor, extract_features
 from .find_inputs import default_input_root, default_output_dir, find_inputs, prepare_output_dir, read_competition
 from .load_images import load_images
 from .predict import predict_test
@@ -728,7 +916,7 @@ def run(config, input_root, output_dir, build=None):
 
     `build`, when the run is a built kernel, says what it was built from; metrics.json keeps it.
     """
-    seconds = defaultdict(float)
+    seconds, started = defaultdict(float), time.perf_counter()
 
     @contextmanager
     def stage(name):
@@ -748,18 +936,19 @@ def run(config, input_root, output_dir, build=None):
         + (" (dry run: random-init weights)" if config.dry_run else "")
     )
 
-    # 2-3. Load each split as uint8 and extract its features with one extractor, built once
-    # (random-init backbones differ on every build).
+    # 2-3. Load each split as uint8 in background threads and extract its features batch by batch as
+    # the images come in, with one extractor, built once (random-init backbones differ on every build).
     keras.utils.set_random_seed(config.seed)
     with stage("extract_features"):
-        backbones = [build_backbone(name, config.image_size, weights.get(name)) for name in config.backbones]
-        extractor = build_extractor(backbones, config.image_size, config.flips)
+        extractor = build_extractor(config, weights)
     features = {}
     for split in ("train", "test"):
-        with stage("load_images"):
+        with stage("extract_features"):  # loading runs behind it: see seconds.load_images for its own time
             images = load_images(competition.image_paths(split), config.image_size, config.n_jobs, desc=split)
-        with stage("extract_features"):
             features[split] = extract_features(extractor, images, config.extract_batch_size)
+        seconds["load_images"] += images.seconds
+        if images.failed:
+            raise InputError(f"{images.paths[images.failed[0]]}: missing or not a decodable image")
         del images
 
     # 4. Train one head per fold and view; keep the out-of-fold predictions.
@@ -786,7 +975,7 @@ def run(config, input_root, output_dir, build=None):
     }
     metrics["chance_log_loss"] = math.log(n_classes)
     metrics["seconds"] = {name: round(value, 2) for name, value in seconds.items()}
-    metrics["seconds"]["total"] = round(sum(seconds.values()), 2)
+    metrics["seconds"]["total"] = round(time.perf_counter() - started, 2)  # stages overlap: not their sum
     metrics["config"] = config.as_dict()
     if build is not None:
         metrics["build"] = build
