@@ -40,3 +40,20 @@ def test_score_predictions_matches_kaggle_clipping():
     scores = score_predictions(probabilities, np.array([1, 0]), 2)
     assert math.isclose(scores["log_loss"], (-math.log(1e-15) - math.log(0.5)) / 2, rel_tol=1e-6)
     assert scores["accuracy"] == 0.5
+
+
+def test_each_head_stops_on_its_own_validation_loss():
+    """Heads on a learnable view train longer than heads on a pure-noise view, which overfit and stop early."""
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(3), 30)
+    centres = rng.normal(0, 1, (3, 16))
+    learnable = centres[labels] + rng.normal(0, 0.3, (90, 16))
+    noise = rng.normal(0, 1, (90, 16))
+    features = np.stack([learnable, noise], axis=1).astype(np.float32)
+    config = make_config(n_folds=3, max_epochs=60, patience=3, learning_rate=0.03, head_batch_size=16)
+    heads, oof = train_heads(features, labels, 3, config)
+    epochs = {view: [head.epochs for head in heads if head.view == view] for view in (0, 1)}
+    assert np.mean(epochs[1]) < 0.5 * np.mean(epochs[0])
+    assert len(set(epochs[0] + epochs[1])) > 2  # each stopped at its own epoch
+    assert all(config.patience + 1 <= count <= config.max_epochs for count in epochs[0] + epochs[1])
+    assert score_predictions(oof[0], labels, 3)["log_loss"] < score_predictions(oof[1], labels, 3)["log_loss"]
