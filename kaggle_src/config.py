@@ -17,7 +17,7 @@ class InputError(ValueError):
 @dataclass(frozen=True)
 class Config:
     backbones: tuple[str, ...] = ("xception", "inception_v3")
-    image_size: int = 299  # side of the square each image is resized to
+    image_size: int = 299  # side images are loaded at; the backbone with the largest native size runs at it
     flips: bool = True  # also train on, and predict, the horizontally flipped view
     n_folds: int = 5
     dropout: float = 0.5
@@ -43,9 +43,11 @@ class Config:
             raise InputError(
                 f"config backbones={','.join(self.backbones)!r}: expected one or more of {', '.join(BACKBONES)}"
             )
-        min_size = max(BACKBONES[name].min_size for name in self.backbones)
-        if self.image_size < min_size:
-            raise InputError(f"config image_size={self.image_size}: expected at least {min_size} for these backbones")
+        smallest = max(
+            -(-BACKBONES[name].min_size * self.native_size // BACKBONES[name].native_size) for name in self.backbones
+        )
+        if self.image_size < smallest:
+            raise InputError(f"config image_size={self.image_size}: expected at least {smallest} for these backbones")
         _check_at_least(self, "n_folds", 2)
         for name in ("max_epochs", "head_batch_size"):
             _check_at_least(self, name, 1)
@@ -63,6 +65,17 @@ class Config:
             raise InputError(f"config n_jobs={self.n_jobs}: expected a positive count or -1 (all cores)")
 
     @property
+    def native_size(self):
+        """The largest native input size among the backbones: the size `image_size` stands for."""
+        return max(BACKBONES[name].native_size for name in self.backbones)
+
+    @property
+    def input_sizes(self):
+        """{backbone: its input side}: its native size scaled by image_size / native_size, so that each
+        backbone sees the images at its own resolution and a bigger image_size enlarges them all."""
+        return {name: round(BACKBONES[name].native_size * self.image_size / self.native_size) for name in self.backbones}
+
+    @property
     def views(self):
         """Names of the image views features are extracted for, in feature order."""
         return ("original", "flipped") if self.flips else ("original",)
@@ -72,10 +85,14 @@ class Config:
 
 
 def make_config(**overrides):
-    """A Config from the defaults and `overrides`; a dry run gets the small image size unless one is given."""
-    if overrides.get("dry_run") and "image_size" not in overrides:
-        overrides["image_size"] = DRY_RUN_IMAGE_SIZE
-    return Config(**overrides)
+    """A Config from the defaults and `overrides`. Unless one is given, the image size is the backbones'
+    largest native size, or the small dry-run size."""
+    if "image_size" in overrides:
+        return Config(**overrides)
+    if overrides.get("dry_run"):
+        return Config(**overrides, image_size=DRY_RUN_IMAGE_SIZE)
+    config = Config(**overrides)
+    return dataclasses.replace(config, image_size=config.native_size)
 
 
 def parse_value(name, text):

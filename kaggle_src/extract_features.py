@@ -24,6 +24,8 @@ from .backbones import BACKBONES
 CPU_BATCH_SIZE = 64  # images per batch without a GPU
 MAX_BATCH_SIZE = 512  # images per replica at most, however much memory is free
 MEMORY_FRACTION = 0.5  # of the free GPU memory that a batch's activations may take, by our estimate
+IMAGENET_BGR_MEAN = [103.939, 116.779, 123.68]  # "caffe" preprocessing
+IMAGENET_RGB_MEAN, IMAGENET_RGB_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # "torch" preprocessing
 LIVE_OUTPUTS = 4  # layer outputs alive at once in inference: input, output, a residual branch, workspace
 
 
@@ -70,25 +72,42 @@ def build_extractor(config, weights=None, devices=None):
     keras.config.set_dtype_policy("float32" if dtype == "float32" else f"mixed_{dtype}")
     try:
         with strategy.scope():
-            backbones = [build_backbone(name, config.image_size, (weights or {}).get(name)) for name in config.backbones]
+            backbones = {name: build_backbone(name, size, (weights or {}).get(name)) for name, size in config.input_sizes.items()}
             extractor = fuse_views(backbones, config.image_size, config.flips)
             extractor.compile(jit_compile={"auto": "auto", "on": True, "off": False}[config.xla])
     finally:
         keras.config.set_dtype_policy(previous_policy)
-    print(f"extractor: {', '.join(config.backbones)} at {config.image_size}px in {dtype} on "
+    sizes = ", ".join(f"{name} at {size}px" for name, size in config.input_sizes.items())
+    print(f"extractor: {sizes} in {dtype} on "
           f"{strategy.num_replicas_in_sync} replica(s), XLA {'on' if extractor.jit_compile else 'off'}")
     return extractor
 
 
 def fuse_views(backbones, image_size, flips=True):
-    """The extractor model around already built `backbones`: scaling, flipping and concatenation on the device."""
+    """The extractor model around already built `backbones` ({name: model}): on the device, each backbone
+    gets the views resized to its own input size and scaled its own way; the features are concatenated."""
     images = keras.Input((image_size, image_size, 3), dtype="uint8", name="images")
-    scaled = ops.cast(images, backbones[0].compute_dtype) / 127.5 - 1.0
-    views = [scaled, ops.flip(scaled, axis=2)] if flips else [scaled]
+    pixels = ops.cast(images, next(iter(backbones.values())).compute_dtype)
+    views = [pixels, ops.flip(pixels, axis=2)] if flips else [pixels]
     stacked = ops.concatenate(views, axis=0)  # (views * batch, ...): one backbone call per batch
-    features = ops.concatenate([ops.cast(backbone(stacked), "float32") for backbone in backbones], axis=-1)
-    per_view = ops.stack(ops.split(features, len(views), axis=0), axis=1)
+    features = []
+    for name, backbone in backbones.items():
+        size = backbone.input_shape[1]
+        resized = stacked if size == image_size else ops.image.resize(stacked, (size, size), antialias=True)
+        features.append(ops.cast(backbone(preprocess(resized, BACKBONES[name].preprocessing)), "float32"))
+    per_view = ops.stack(ops.split(ops.concatenate(features, axis=-1), len(views), axis=0), axis=1)
     return keras.Model(images, per_view, name="extractor")
+
+
+def preprocess(pixels, mode):
+    """RGB pixels in [0, 255] scaled as keras.applications' preprocess_input does for `mode` (see backbones.py)."""
+    if mode == "tf":
+        return pixels / 127.5 - 1.0
+    if mode == "caffe":
+        return ops.flip(pixels, axis=-1) - ops.cast(IMAGENET_BGR_MEAN, pixels.dtype)
+    if mode == "torch":
+        return (pixels / 255.0 - ops.cast(IMAGENET_RGB_MEAN, pixels.dtype)) / ops.cast(IMAGENET_RGB_STD, pixels.dtype)
+    return pixels
 
 
 def free_gpu_memory():

@@ -13,7 +13,7 @@ from kaggle_src.backbones import BACKBONES
 from kaggle_src.config import make_config
 from kaggle_src.extract_features import (
     CPU_BATCH_SIZE, MAX_BATCH_SIZE, activation_bytes, build_backbone, build_extractor, choose_batch_size,
-    extract_features, fuse_views,
+    extract_features, fuse_views, preprocess,
 )
 from kaggle_src.find_inputs import find_inputs
 from kaggle_src.load_images import load_images
@@ -25,7 +25,7 @@ SIZE = 75  # InceptionV3's smallest input: the cheapest size both backbones acce
 @pytest.fixture(scope="module")
 def backbones():
     keras.utils.set_random_seed(0)
-    return [build_backbone(name, SIZE) for name in ("xception", "inception_v3")]
+    return {name: build_backbone(name, SIZE) for name in ("xception", "inception_v3")}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def separately(backbones, images):
     scaled = images.astype(np.float32) / 127.5 - 1
     views = [scaled, np.flip(scaled, axis=2)]
     return np.stack(
-        [np.concatenate([backbone.predict(view, verbose=0) for backbone in backbones], axis=-1) for view in views],
+        [np.concatenate([backbone.predict(view, verbose=0) for backbone in backbones.values()], axis=-1) for view in views],
         axis=1,
     )
 
@@ -87,6 +87,33 @@ def test_half_precision_features_are_float32_and_close_to_full_precision(images,
     assert features.dtype == np.float32
     assert not np.array_equal(features, expected)  # it did compute in lower precision
     close_to(features, expected, tolerance)
+
+
+@pytest.mark.parametrize("module, mode", [("xception", "tf"), ("resnet50", "caffe"), ("densenet", "torch"),
+                                          ("efficientnet_v2", "raw")])
+def test_preprocessing_matches_keras_applications(module, mode):
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    expected = getattr(keras.applications, module).preprocess_input(pixels.copy())
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(preprocess(pixels, mode)), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_each_backbone_runs_at_its_own_size_from_one_load(tmp_path):
+    """Xception (native 299) and MobileNetV2 (native 224) from one 96 px load: Xception at 96, MobileNetV2 at 72."""
+    images = np.random.default_rng(1).integers(0, 256, (3, 96, 96, 3), dtype=np.uint8)
+    config = make_config(dry_run=True, backbones=("xception", "mobilenet_v2"), flips=False)
+    assert config.input_sizes == {"xception": 96, "mobilenet_v2": 72}
+    extractor = build_extractor(config)
+    xception, mobilenet = [layer for layer in extractor.layers if isinstance(layer, keras.Model)]
+    assert (xception.input_shape[1], mobilenet.input_shape[1]) == (96, 72)
+    features = extract_features(extractor, loaded(images, tmp_path), batch_size=2)
+    pixels = images.astype(np.float32)
+    small = keras.ops.convert_to_numpy(keras.ops.image.resize(pixels, (72, 72), antialias=True))
+    expected = np.concatenate([
+        xception.predict(keras.applications.xception.preprocess_input(pixels.copy()), verbose=0),
+        mobilenet.predict(keras.applications.mobilenet_v2.preprocess_input(small), verbose=0),
+    ], axis=-1)
+    assert features.shape == (3, 1, 2048 + 1280)
+    close_to(features[:, 0], expected, 1e-4)
 
 
 def test_auto_precision_and_xla_are_float32_and_off_on_cpu():
@@ -144,7 +171,7 @@ def test_out_of_memory_halves_the_batch_and_starts_again(backbones, images, tmp_
 
 
 def test_batch_size_follows_free_memory():
-    extractor = fuse_views([build_backbone(name, 299) for name in ("xception", "inception_v3")], 299)
+    extractor = fuse_views({name: build_backbone(name, 299) for name in ("xception", "inception_v3")}, 299)
     per_image = activation_bytes(extractor)
     # The largest layer output at 299 px is Xception's 147x147x128 float32, 4 alive at once, 2 views.
     assert per_image == 2 * 4 * 147 * 147 * 128 * 4
@@ -181,10 +208,10 @@ def test_extraction_starts_before_loading_ends(tmp_path, monkeypatch, images):
 def test_weights_load_from_legacy_h5_files_with_the_keras_names(tmp_path, backbones):
     (tmp_path / "keras-pretrained-models").mkdir()
     (tmp_path / "dog-breed-identification").symlink_to(INPUT_STUB / "dog-breed-identification")
-    for name, backbone in zip(("xception", "inception_v3"), backbones):
+    for name, backbone in backbones.items():
         write_legacy_weights(backbone, tmp_path / "keras-pretrained-models" / BACKBONES[name].weights_file)
     _, weights = find_inputs(tmp_path, make_config(image_size=SIZE))
-    for name, backbone in zip(("xception", "inception_v3"), backbones):
+    for name, backbone in backbones.items():
         loaded_backbone = build_backbone(name, SIZE, weights[name])
         assert len(loaded_backbone.weights) == len(backbone.weights)
         for theirs, ours in zip(loaded_backbone.weights, backbone.weights):
