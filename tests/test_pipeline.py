@@ -81,8 +81,8 @@ def edit_csv(path, edit):
 
 
 # name: (damage to the competition folder c, flags after --input-root and --output-dir, the expected error line after
-# "error: "). The line's fields: c, root (the input root), out, and from the stub: id0 and breed0 (labels.csv's first
-# row), breed1 (another breed), test0 (sample_submission.csv's first id).
+# "error: "). The line's fields: c, root (the input root), and from the stub: id0 and breed0 (labels.csv's first row),
+# breed1 (another breed), test0 (sample_submission.csv's first id).
 STOPS = {
     "labels.csv missing": (lambda c: (c / "labels.csv").unlink(), ["--dry-run"],
                            "{c}/labels.csv: file not found (beside sample_submission.csv)"),
@@ -148,7 +148,7 @@ def test_every_stop_is_one_line_naming_the_file_and_value_before_any_heavy_work(
     competition = root / COMPETITION
     labels = pd.read_csv(competition / "labels.csv", dtype=str)
     fields = {
-        "c": competition, "root": root, "out": out, "id0": labels["id"][0], "breed0": labels["breed"][0],
+        "c": competition, "root": root, "id0": labels["id"][0], "breed0": labels["breed"][0],
         "breed1": other_breed(labels), "test0": pd.read_csv(competition / "sample_submission.csv")["id"][0],
     }
     damage_folder, flags, expected = STOPS[name]
