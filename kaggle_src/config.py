@@ -1,7 +1,10 @@
 """Every setting of a run in one place, with the seed's values as defaults, checked at the door."""
 import argparse
 import dataclasses
+import sys
 from dataclasses import dataclass
+
+from tqdm import tqdm
 
 from .backbones import BACKBONES
 
@@ -12,6 +15,11 @@ XLA_MODES = ("auto", "on", "off")
 
 class InputError(ValueError):
     """Bad configuration or input files: reported as one line, before any heavy work starts."""
+
+
+def warn(message):
+    """Report a problem the run survives: one line on stderr, on a line of its own even while a progress bar runs."""
+    tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .backbones import BACKBONES
-from .config import InputError
+from .config import InputError, warn
 
 KAGGLE_INPUT = Path("/kaggle/input")
 KAGGLE_WORKING = Path("/kaggle/working")
@@ -30,9 +30,11 @@ class Competition:
     train_labels: np.ndarray  # index into `classes` for each train id
     test_ids: list  # in sample_submission.csv's row order
 
+    def ids(self, split):
+        return self.train_ids if split == "train" else self.test_ids
+
     def image_paths(self, split):
-        ids = self.train_ids if split == "train" else self.test_ids
-        return [self.directory / split / f"{image_id}.jpg" for image_id in ids]
+        return [self.directory / split / f"{image_id}.jpg" for image_id in self.ids(split)]
 
 
 def default_input_root():
@@ -53,14 +55,20 @@ def find_inputs(input_root, config):
     if not input_root.is_dir():
         raise InputError(f"input root {input_root}: not a folder")
     wanted = {BACKBONES[name].weights_file: name for name in config.backbones}
-    competition_dirs, weights = [], {}
+    competition_dirs, lone_csvs, weights = [], [], {}
     for folder, subfolders, files in os.walk(input_root, followlinks=True):
         subfolders.sort()
-        if LABELS_CSV in files and SAMPLE_SUBMISSION_CSV in files:
+        csvs = sorted({LABELS_CSV, SAMPLE_SUBMISSION_CSV} & set(files))
+        if len(csvs) == 2:
             competition_dirs.append(Path(folder))
             subfolders[:] = [name for name in subfolders if name not in ("train", "test")]
+        elif csvs:
+            lone_csvs.append(Path(folder) / csvs[0])
         for name in sorted(set(files) & wanted.keys()):
             weights.setdefault(wanted[name], Path(folder) / name)
+    if not competition_dirs and lone_csvs:
+        other = SAMPLE_SUBMISSION_CSV if lone_csvs[0].name == LABELS_CSV else LABELS_CSV
+        raise InputError(f"{lone_csvs[0].with_name(other)}: file not found (beside {lone_csvs[0].name})")
     if not competition_dirs:
         raise InputError(
             f"input root {input_root}: no folder holds both {LABELS_CSV} and {SAMPLE_SUBMISSION_CSV}; "
@@ -79,7 +87,11 @@ def find_inputs(input_root, config):
 
 
 def read_competition(directory):
-    """Read labels.csv and sample_submission.csv and check that they agree."""
+    """Read labels.csv and sample_submission.csv, check that they agree and that the image folders exist.
+
+    An id listed twice in labels.csv with the same breed is counted once, with a warning; with two
+    breeds it stops the run. Cells are stripped of surrounding spaces; a BOM and CRLF line ends are fine.
+    """
     directory = Path(directory)
     labels = _read_csv(directory / LABELS_CSV, required=("id", "breed"))
     sample = _read_csv(directory / SAMPLE_SUBMISSION_CSV, required=("id",))
@@ -87,7 +99,10 @@ def read_competition(directory):
     if sample.columns[0] != "id" or not classes:
         raise InputError(f"{directory / SAMPLE_SUBMISSION_CSV}: expected columns id, then one per breed")
     _check_unique(sample["id"], directory / SAMPLE_SUBMISSION_CSV)
-    _check_unique(labels["id"], directory / LABELS_CSV)
+    labels = _drop_repeated_labels(labels, directory / LABELS_CSV)
+    for split in ("train", "test"):
+        if not (directory / split).is_dir():
+            raise InputError(f"{directory / split}: folder not found; expected the {split} images as <id>.jpg there")
     unknown = sorted(set(labels["breed"]) - set(classes))
     if unknown:
         raise InputError(
@@ -130,7 +145,11 @@ def _read_csv(path, required):
         raise InputError(f"{path}: missing column {missing[0]!r} (has {', '.join(table.columns[:5])})")
     if table.empty:
         raise InputError(f"{path}: no rows")
-    table["id"] = table["id"].str.strip()
+    for column in required:
+        table[column] = table[column].str.strip()
+        blank = table.index[table[column].fillna("") == ""]
+        if len(blank):
+            raise InputError(f"{path}: data row {blank[0] + 1} has no {column}")
     return table
 
 
@@ -138,3 +157,18 @@ def _check_unique(ids, path):
     duplicated = ids[ids.duplicated()]
     if not duplicated.empty:
         raise InputError(f"{path}: id {duplicated.iloc[0]!r} appears more than once")
+
+
+def _drop_repeated_labels(labels, path):
+    """`labels` with each id once: a repeat with another breed is an InputError, one with the same breed a warning."""
+    repeats = labels[labels["id"].duplicated(keep=False)]
+    breeds = repeats.groupby("id", sort=False)["breed"].unique()
+    conflicting = breeds[breeds.map(len) > 1]
+    if len(conflicting):
+        raise InputError(
+            f"{path}: id {conflicting.index[0]!r} appears with different breeds ({', '.join(conflicting.iloc[0])})"
+        )
+    if len(breeds):
+        more = f" and {len(breeds) - 1} more" if len(breeds) > 1 else ""
+        warn(f"{path}: id {breeds.index[0]!r}{more} listed more than once with the same breed; counted once")
+    return labels.drop_duplicates("id").reset_index(drop=True)

@@ -16,15 +16,25 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
+from .config import warn
+
 
 def load_image(path, size):
-    """One image as a (size, size, 3) uint8 RGB array, or None if it is missing or not decodable.
+    """One image as a (size, size, 3) uint8 RGB array, or None when the file is missing, empty or not decodable.
 
-    Greyscale and alpha images become RGB.
+    The format comes from the bytes, not the name (a PNG behind .jpg decodes); greyscale, alpha and CMYK
+    images become RGB, and EXIF orientation is applied. A truncated JPEG that OpenCV decodes in part
+    (4.x does; 5.x refuses it) is used, with a warning naming the file.
     """
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        data = np.fromfile(path, np.uint8)  # not cv2.imread: it logs its own line for a missing file
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except (OSError, cv2.error):  # cv2.error: e.g. a header claiming more pixels than OpenCV's limit
+        return None
     if image is None:
         return None
+    if data[:2].tobytes() == b"\xff\xd8" and data[-2:].tobytes() != b"\xff\xd9":
+        warn(f"{path}: JPEG without its end-of-image marker (truncated?); using the part that decodes")
     image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 

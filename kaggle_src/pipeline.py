@@ -14,13 +14,15 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from .config import InputError, add_config_arguments, config_from_arguments
+from .config import InputError, add_config_arguments, config_from_arguments, warn
 from .extract_features import build_extractor, extract_features
 from .find_inputs import default_input_root, default_output_dir, find_inputs, prepare_output_dir, read_competition
 from .load_images import load_images
-from .predict import predict_test
+from .predict import class_prior, predict_test
 from .train_heads import score_predictions, train_heads
 from .write_outputs import SubmissionError, make_submission, write_metrics, write_submission
+
+MAX_NAMED = 20  # unreadable images named one line each, per split; the rest in one line (metrics.json lists all)
 
 
 def run(config, input_root, output_dir, build=None):
@@ -53,29 +55,33 @@ def run(config, input_root, output_dir, build=None):
     keras.utils.set_random_seed(config.seed)
     with stage("extract_features"):
         extractor = build_extractor(config, weights)
-    features = {}
+    features, failed = {}, {}
     for split in ("train", "test"):
         with stage("extract_features"):  # loading runs behind it: see seconds.load_images for its own time
             images = load_images(competition.image_paths(split), config.image_size, config.n_jobs, desc=split)
             features[split] = extract_features(extractor, images, config.extract_batch_size)
         seconds["load_images"] += images.seconds
-        if images.failed:
-            raise InputError(f"{images.paths[images.failed[0]]}: missing or not a decodable image")
+        failed[split] = images.failed
         del images
+        warn_unreadable(competition, split, failed[split], config.n_folds)
 
-    # 4. Train one head per fold and view; keep the out-of-fold predictions.
+    # 4. Train one head per fold and view on the readable training images; keep the out-of-fold predictions.
+    readable = np.delete(np.arange(len(competition.train_ids)), failed["train"])
+    labels = competition.train_labels[readable]
     with stage("train_heads"):
-        heads, oof = train_heads(features["train"], competition.train_labels, n_classes, config)
+        heads, oof = train_heads(features["train"][readable], labels, n_classes, config)
 
-    # 5. Predict the test set: the mean of every head on its own view.
+    # 5. Predict the test set: the mean of every head on its own view; the class prior where the image is unreadable.
     with stage("predict"):
         test_probabilities = predict_test(heads, features["test"])
+        test_probabilities[failed["test"]] = class_prior(labels, n_classes)
 
     # 6. Write the validated submission and the metrics.
     with stage("write"):
         submission = make_submission(competition.test_ids, competition.classes, test_probabilities)
         write_submission(submission, competition.test_ids, competition.classes, output_dir / "submission.csv")
-    metrics = cv_metrics(heads, oof, competition.train_labels, config.views)
+    metrics = cv_metrics(heads, oof, labels, config.views)
+    metrics["unreadable"] = {split: [competition.ids(split)[index] for index in failed[split]] for split in failed}
     metrics["counts"] = {
         "train_images": len(competition.train_ids),
         "test_images": len(competition.test_ids),
@@ -93,6 +99,24 @@ def run(config, input_root, output_dir, build=None):
         metrics["build"] = build
     write_metrics(metrics, output_dir / "metrics.json")
     return metrics
+
+
+def warn_unreadable(competition, split, failed, n_folds):
+    """Warn about the images of `split` at indices `failed`, by id and file: training ones are left out of
+    training, test ones get the class prior. Stop if too few training images are left for `n_folds`-fold CV."""
+    ids, paths = competition.ids(split), competition.image_paths(split)
+    consequence = "left out of training" if split == "train" else "its row gets the training class prior"
+    for index in failed[:MAX_NAMED]:
+        warn(f"{split} id {ids[index]}: {paths[index]} is missing, empty or not decodable; {consequence}")
+    if len(failed) > MAX_NAMED:
+        warn(f"{len(failed) - MAX_NAMED} more unreadable {split} images; metrics.json lists them all")
+    if split == "train":
+        readable_labels = np.delete(competition.train_labels, failed)
+        if np.bincount(readable_labels, minlength=1).max() < n_folds:
+            raise InputError(
+                f"{competition.directory / split}: {len(readable_labels)} of {len(ids)} images readable; "
+                f"{n_folds}-fold CV needs at least {n_folds} of one breed"
+            )
 
 
 def cv_metrics(heads, oof, labels, views):

@@ -14,10 +14,10 @@ import build_kernel
 from build_kernel import SLUG, build, main
 from kaggle_src.config import InputError
 from kaggle_src.pipeline import main as package_main
-from tests.conftest import REPO
+from make_stub import COMPETITION
+from tests.conftest import QUICK, REPO, UNREADABLE
 
 COMMITTED = REPO / "kernels" / SLUG
-QUICK = ["--dry-run", "--image-size", "75", "--max-epochs", "5"]
 
 
 def read(folder):
@@ -148,6 +148,59 @@ def test_kernel_runs_alone_offline_and_equals_the_package(small_stub, tmp_path):
     assert kernel_metrics.pop("build")["sources_sha256"] in (COMMITTED / "kernel.py").read_text()
     del kernel_metrics["seconds"], package_metrics["seconds"]
     assert kernel_metrics == package_metrics
+
+
+@pytest.fixture(scope="module")
+def working_tree_kernel(tmp_path_factory):
+    """The kernel built from the working tree's kaggle_src, which the committed one may lag behind."""
+    return build({}, None, False, tmp_path_factory.mktemp("kernel")) / "kernel.py"
+
+
+def warnings_in(stderr):
+    return [line for line in stderr.splitlines() if line.startswith("warning: ")]
+
+
+def test_kernel_over_damaged_images_warns_keeps_every_row_and_equals_the_package(
+    working_tree_kernel, damaged_stub, damaged_run, tmp_path
+):
+    root, _ = damaged_stub
+    arguments = ["--input-root", str(root), "--output-dir", str(tmp_path / "out"), *QUICK]
+    result, network = run_kernel_offline(working_tree_kernel, arguments, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert network == ""
+    assert damaged_run.code == 0
+    assert len(warnings_in(damaged_run.stderr)) == 2 * len(UNREADABLE) + 1  # each split's unreadable images, one label
+    assert warnings_in(result.stderr) == warnings_in(damaged_run.stderr)
+    ours, theirs = tmp_path / "out", damaged_run.output_dir
+    assert (ours / "submission.csv").read_bytes() == (theirs / "submission.csv").read_bytes()
+    kernel_metrics = json.loads((ours / "metrics.json").read_text())
+    package_metrics = json.loads((theirs / "metrics.json").read_text())
+    for metrics in (kernel_metrics, package_metrics):
+        metrics.pop("seconds"), metrics.pop("build", None)
+    assert kernel_metrics == package_metrics
+
+
+@pytest.mark.parametrize("case", ["id with two breeds", "weights missing"])
+def test_kernel_stops_on_bad_input_with_one_line_and_exit_2(case, working_tree_kernel, small_stub, tmp_path):
+    root = tmp_path / "input"
+    shutil.copytree(small_stub, root)
+    labels_csv = root / COMPETITION / "labels.csv"
+    labels = pd.read_csv(labels_csv, dtype=str)
+    if case == "id with two breeds":
+        other = next(breed for breed in labels["breed"] if breed != labels["breed"][0])
+        pd.concat([labels, labels.iloc[[0]].assign(breed=other)]).to_csv(labels_csv, index=False)
+        flags = QUICK
+        expected = f"{labels_csv}: id {labels['id'][0]!r} appears with different breeds ({labels['breed'][0]}, {other})"
+    else:
+        flags = []
+        expected = (
+            f"weights file xception_weights_tf_dim_ordering_tf_kernels_notop.h5 not found under {root}; "
+            "attach the Kaggle dataset gaborfodor/keras-pretrained-models (or use --dry-run)"
+        )
+    arguments = ["--input-root", str(root), "--output-dir", str(tmp_path / "out"), *flags]
+    result, network = run_kernel_offline(working_tree_kernel, arguments, tmp_path)
+    assert (result.returncode, result.stderr, network) == (2, f"error: {expected}\n", "")
+    assert not (tmp_path / "out" / "submission.csv").exists()
 
 
 def test_a_traceback_names_the_module_and_shows_its_line(tmp_path):

@@ -14,8 +14,10 @@ INCEPTION_FILE = BACKBONES["inception_v3"].weights_file
 
 
 def copy_competition(root, nesting=("dog-breed-identification",)):
+    """The stub's two CSVs and (empty) image folders under `root`/`nesting`."""
     target = root.joinpath(*nesting)
-    target.mkdir(parents=True)
+    for split in ("train", "test"):
+        (target / split).mkdir(parents=True)
     for name in ("labels.csv", "sample_submission.csv"):
         shutil.copy(INPUT_STUB / "dog-breed-identification" / name, target / name)
     return target
@@ -50,7 +52,7 @@ def test_dry_run_needs_no_weights(tmp_path):
 
 
 def test_no_competition_folder_is_one_clear_error(tmp_path):
-    (tmp_path / "labels.csv").write_text("id,breed\n")
+    (tmp_path / "train.csv").write_text("id,breed\n")
     with pytest.raises(InputError, match="no folder holds both labels.csv and sample_submission.csv"):
         find_inputs(tmp_path, make_config(dry_run=True))
 
@@ -83,8 +85,76 @@ def test_duplicate_and_missing_columns_are_named(tmp_path):
     pd.concat([sample, sample.iloc[[0]]]).to_csv(competition / "sample_submission.csv", index=False)
     with pytest.raises(InputError, match=f"sample_submission.csv: id '{sample['id'][0]}' appears more than once"):
         read_competition(competition)
+    sample[["id"]].to_csv(competition / "sample_submission.csv", index=False)
+    with pytest.raises(InputError, match="sample_submission.csv: expected columns id, then one per breed"):
+        read_competition(competition)
     pd.DataFrame({"id": ["a"], "dog": ["b"]}).to_csv(competition / "labels.csv", index=False)
     with pytest.raises(InputError, match="labels.csv: missing column 'breed'"):
+        read_competition(competition)
+
+
+@pytest.mark.parametrize(
+    "missing, present", [("labels.csv", "sample_submission.csv"), ("sample_submission.csv", "labels.csv")]
+)
+def test_a_csv_missing_beside_the_other_is_named(tmp_path, missing, present):
+    competition = copy_competition(tmp_path)
+    (competition / missing).unlink()
+    with pytest.raises(InputError) as error:
+        find_inputs(tmp_path, make_config(dry_run=True))
+    assert str(error.value) == f"{competition / missing}: file not found (beside {present})"
+
+
+@pytest.mark.parametrize("name", ["labels.csv", "sample_submission.csv"])
+@pytest.mark.parametrize(
+    "text, message",
+    [("", "not a readable CSV"), ("id,breed\n", "no rows"), ("id,breed\n,beagle\n", "data row 1 has no id")],
+)
+def test_an_empty_csv_or_a_blank_id_is_named(tmp_path, name, text, message):
+    competition = copy_competition(tmp_path)
+    (competition / name).write_text(text)
+    with pytest.raises(InputError, match=f"{name}: {message}"):
+        read_competition(competition)
+
+
+def test_a_bom_crlf_line_ends_and_spaces_around_cells_are_read_like_a_clean_csv(tmp_path):
+    clean = read_competition(copy_competition(tmp_path / "clean"))
+    quirky = copy_competition(tmp_path / "quirky")
+    for name in ("labels.csv", "sample_submission.csv"):
+        table = pd.read_csv(quirky / name, dtype=str)
+        table["id"] = "  " + table["id"] + " "
+        if "breed" in table:
+            table["breed"] = " " + table["breed"] + "\t"
+        (quirky / name).write_bytes(b"\xef\xbb\xbf" + table.to_csv(index=False, lineterminator="\r\n").encode())
+    read = read_competition(quirky)
+    assert (read.classes, read.train_ids, read.test_ids) == (clean.classes, clean.train_ids, clean.test_ids)
+    assert (read.train_labels == clean.train_labels).all()
+
+
+def test_a_label_id_twice_with_one_breed_warns_and_with_two_breeds_stops(tmp_path, capsys):
+    competition = copy_competition(tmp_path)
+    labels = pd.read_csv(competition / "labels.csv")
+    pd.concat([labels, labels.iloc[[4]]]).to_csv(competition / "labels.csv", index=False)
+    read = read_competition(competition)
+    assert read.train_ids == labels["id"].tolist()
+    assert capsys.readouterr().err == (
+        f"warning: {competition / 'labels.csv'}: id {labels['id'][4]!r} listed more than once with the same breed; "
+        "counted once\n"
+    )
+    other_breed = next(breed for breed in labels["breed"] if breed != labels["breed"][4])
+    pd.concat([labels, labels.iloc[[4]].assign(breed=other_breed)]).to_csv(competition / "labels.csv", index=False)
+    with pytest.raises(InputError) as error:
+        read_competition(competition)
+    assert str(error.value) == (
+        f"{competition / 'labels.csv'}: id {labels['id'][4]!r} appears with different breeds "
+        f"({labels['breed'][4]}, {other_breed})"
+    )
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_missing_image_folder_is_named(tmp_path, split):
+    competition = copy_competition(tmp_path)
+    (competition / split).rmdir()
+    with pytest.raises(InputError, match=f"{competition / split}: folder not found"):
         read_competition(competition)
 
 
