@@ -3,6 +3,7 @@ import zlib
 
 import cv2
 import numpy as np
+import pytest
 
 from kaggle_src.load_images import load_image, load_images
 from tests.conftest import encode, flat_cmyk_jpeg, with_exif
