@@ -6,8 +6,8 @@ GPU, trains 5-fold x 2-view dropout + softmax heads, and writes the mean of thei
 predictions to /kaggle/working/submission.csv, with the cross-validated scores in metrics.json.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   cdc4508
-    sources sha256:  3d02f5eb411477a6ddac65dcd4c589c05480fb7e52cd9c5d7e4e8624544c37f4
+    source commit:   67c85f8
+    sources sha256:  661740adc54a3470bc278e85739d690b0f9fd723134e94720e6525d2877e3869
     build settings:  none (the defaults)
     configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5,
@@ -26,7 +26,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
 
 BUILD_SETTINGS = {}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': 'cdc4508', 'sources_sha256': '3d02f5eb411477a6ddac65dcd4c589c05480fb7e52cd9c5d7e4e8624544c37f4', 'settings': {}}
+BUILD = {'commit': '67c85f8', 'sources_sha256': '661740adc54a3470bc278e85739d690b0f9fd723134e94720e6525d2877e3869', 'settings': {}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -44,7 +44,10 @@ SOURCES['kaggle_src.config'] = r'''
 """Every setting of a run in one place, with the seed's values as defaults, checked at the door."""
 import argparse
 import dataclasses
+import sys
 from dataclasses import dataclass
+
+from tqdm import tqdm
 
 from .backbones import BACKBONES
 
@@ -57,10 +60,15 @@ class InputError(ValueError):
     """Bad configuration or input files: reported as one line, before any heavy work starts."""
 
 
+def warn(message):
+    """Report a problem the run survives: one line on stderr, on a line of its own even while a progress bar runs."""
+    tqdm.write(f"warning: {message}", file=sys.stderr)
+
+
 @dataclass(frozen=True)
 class Config:
     backbones: tuple[str, ...] = ("xception", "inception_v3")
-    image_size: int = 299  # side of the square each image is resized to
+    image_size: int = 299  # side images are loaded at; the backbone with the largest native size runs at it
     flips: bool = True  # also train on, and predict, the horizontally flipped view
     n_folds: int = 5
     dropout: float = 0.5
@@ -86,9 +94,11 @@ class Config:
             raise InputError(
                 f"config backbones={','.join(self.backbones)!r}: expected one or more of {', '.join(BACKBONES)}"
             )
-        min_size = max(BACKBONES[name].min_size for name in self.backbones)
-        if self.image_size < min_size:
-            raise InputError(f"config image_size={self.image_size}: expected at least {min_size} for these backbones")
+        smallest = max(
+            -(-BACKBONES[name].min_size * self.native_size // BACKBONES[name].native_size) for name in self.backbones
+        )
+        if self.image_size < smallest:
+            raise InputError(f"config image_size={self.image_size}: expected at least {smallest} for these backbones")
         _check_at_least(self, "n_folds", 2)
         for name in ("max_epochs", "head_batch_size"):
             _check_at_least(self, name, 1)
@@ -106,6 +116,17 @@ class Config:
             raise InputError(f"config n_jobs={self.n_jobs}: expected a positive count or -1 (all cores)")
 
     @property
+    def native_size(self):
+        """The largest native input size among the backbones: the size `image_size` stands for."""
+        return max(BACKBONES[name].native_size for name in self.backbones)
+
+    @property
+    def input_sizes(self):
+        """{backbone: its input side}: its native size scaled by image_size / native_size, so that each
+        backbone sees the images at its own resolution and a bigger image_size enlarges them all."""
+        return {name: round(BACKBONES[name].native_size * self.image_size / self.native_size) for name in self.backbones}
+
+    @property
     def views(self):
         """Names of the image views features are extracted for, in feature order."""
         return ("original", "flipped") if self.flips else ("original",)
@@ -115,10 +136,14 @@ class Config:
 
 
 def make_config(**overrides):
-    """A Config from the defaults and `overrides`; a dry run gets the small image size unless one is given."""
-    if overrides.get("dry_run") and "image_size" not in overrides:
-        overrides["image_size"] = DRY_RUN_IMAGE_SIZE
-    return Config(**overrides)
+    """A Config from the defaults and `overrides`. Unless one is given, the image size is the backbones'
+    largest native size, or the small dry-run size."""
+    if "image_size" in overrides:
+        return Config(**overrides)
+    if overrides.get("dry_run"):
+        return Config(**overrides, image_size=DRY_RUN_IMAGE_SIZE)
+    config = Config(**overrides)
+    return dataclasses.replace(config, image_size=config.native_size)
 
 
 def parse_value(name, text):
@@ -197,26 +222,74 @@ def _default_text(field):
 
 # ---- kaggle_src/backbones.py ----
 SOURCES['kaggle_src.backbones'] = r'''
-"""The pretrained backbones the features come from: what Keras calls them and where their weights are.
+"""The pretrained backbones features can come from: what Keras calls them, how they want their input,
+and which file (and Kaggle dataset) holds their ImageNet weights.
 
-Pure data, no TensorFlow import, so that configuration and input checks stay instant.
+Pure data, no TensorFlow import, so that configuration and input checks stay instant. Xception and
+InceptionV3 are the seed's pair; every other keras.applications backbone is available by name, and
+any subset is concatenated.
 """
 from dataclasses import dataclass
+
+KERAS_PRETRAINED = "gaborfodor/keras-pretrained-models"  # holds the classic backbones' .h5 files
+
+# How each family scales RGB uint8 input, as its keras.applications preprocess_input does:
+#   "tf": x / 127.5 - 1;  "caffe": BGR order, ImageNet means subtracted;  "torch": x / 255, then
+#   ImageNet mean and std;  "raw": the model scales its own input (EfficientNet, ConvNeXt, MobileNetV3).
+PREPROCESSING = ("tf", "caffe", "torch", "raw")
 
 
 @dataclass(frozen=True)
 class Backbone:
     constructor: str  # attribute of keras.applications
     weights_file: str  # Keras' own file name for the ImageNet no-top weights
-    min_size: int  # smallest input side the architecture accepts
+    native_size: int  # the input side its ImageNet weights were trained at
     features: int  # width of its global-average-pooled output
+    preprocessing: str  # one of PREPROCESSING
+    min_size: int = 32  # smallest input side the architecture accepts
+    dataset: str = ""  # a Kaggle dataset known to hold weights_file ("" : the configured weights_dataset)
+
+
+def _keras_file(stem):
+    return f"{stem}_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 
 BACKBONES = {
-    "xception": Backbone("Xception", "xception_weights_tf_dim_ordering_tf_kernels_notop.h5", 71, 2048),
-    "inception_v3": Backbone(
-        "InceptionV3", "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", 75, 2048
+    "xception": Backbone("Xception", _keras_file("xception"), 299, 2048, "tf", 71, KERAS_PRETRAINED),
+    "inception_v3": Backbone("InceptionV3", _keras_file("inception_v3"), 299, 2048, "tf", 75, KERAS_PRETRAINED),
+    "inception_resnet_v2": Backbone(
+        "InceptionResNetV2", _keras_file("inception_resnet_v2"), 299, 1536, "tf", 75, KERAS_PRETRAINED
     ),
+    "nasnet_large": Backbone("NASNetLarge", "NASNet-large-no-top.h5", 331, 4032, "tf", 32, KERAS_PRETRAINED),
+    "nasnet_mobile": Backbone("NASNetMobile", "NASNet-mobile-no-top.h5", 224, 1056, "tf"),
+    "resnet50": Backbone("ResNet50", _keras_file("resnet50"), 224, 2048, "caffe"),
+    "resnet101": Backbone("ResNet101", _keras_file("resnet101"), 224, 2048, "caffe"),
+    "resnet152": Backbone("ResNet152", _keras_file("resnet152"), 224, 2048, "caffe"),
+    "resnet50_v2": Backbone("ResNet50V2", _keras_file("resnet50v2"), 224, 2048, "tf"),
+    "resnet101_v2": Backbone("ResNet101V2", _keras_file("resnet101v2"), 224, 2048, "tf"),
+    "resnet152_v2": Backbone("ResNet152V2", _keras_file("resnet152v2"), 224, 2048, "tf"),
+    "vgg16": Backbone("VGG16", _keras_file("vgg16"), 224, 512, "caffe"),
+    "vgg19": Backbone("VGG19", _keras_file("vgg19"), 224, 512, "caffe"),
+    "densenet121": Backbone("DenseNet121", _keras_file("densenet121"), 224, 1024, "torch"),
+    "densenet169": Backbone("DenseNet169", _keras_file("densenet169"), 224, 1664, "torch"),
+    "densenet201": Backbone("DenseNet201", _keras_file("densenet201"), 224, 1920, "torch"),
+    "mobilenet_v2": Backbone(
+        "MobileNetV2", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5", 224, 1280, "tf"
+    ),
+    **{
+        f"efficientnet_b{index}": Backbone(f"EfficientNetB{index}", f"efficientnetb{index}_notop.h5", size, width, "raw")
+        for index, (size, width) in enumerate(
+            [(224, 1280), (240, 1280), (260, 1408), (300, 1536), (380, 1792), (456, 2048), (528, 2304), (600, 2560)]
+        )
+    },
+    **{
+        f"efficientnet_v2_{name}": Backbone(f"EfficientNetV2{name.upper()}", f"efficientnetv2-{name}_notop.h5", size, 1280, "raw")
+        for name, size in [("s", 384), ("m", 480), ("l", 480)]
+    },
+    **{
+        f"convnext_{name}": Backbone(f"ConvNeXt{name.title()}", f"convnext_{name}_notop.h5", 224, width, "raw")
+        for name, width in [("tiny", 768), ("small", 768), ("base", 1024), ("large", 1536), ("xlarge", 2048)]
+    },
 }
 '''
 
@@ -236,7 +309,7 @@ import numpy as np
 import pandas as pd
 
 from .backbones import BACKBONES
-from .config import InputError
+from .config import InputError, warn
 
 KAGGLE_INPUT = Path("/kaggle/input")
 KAGGLE_WORKING = Path("/kaggle/working")
@@ -254,9 +327,11 @@ class Competition:
     train_labels: np.ndarray  # index into `classes` for each train id
     test_ids: list  # in sample_submission.csv's row order
 
+    def ids(self, split):
+        return self.train_ids if split == "train" else self.test_ids
+
     def image_paths(self, split):
-        ids = self.train_ids if split == "train" else self.test_ids
-        return [self.directory / split / f"{image_id}.jpg" for image_id in ids]
+        return [self.directory / split / f"{image_id}.jpg" for image_id in self.ids(split)]
 
 
 def default_input_root():
@@ -277,14 +352,20 @@ def find_inputs(input_root, config):
     if not input_root.is_dir():
         raise InputError(f"input root {input_root}: not a folder")
     wanted = {BACKBONES[name].weights_file: name for name in config.backbones}
-    competition_dirs, weights = [], {}
+    competition_dirs, lone_csvs, weights = [], [], {}
     for folder, subfolders, files in os.walk(input_root, followlinks=True):
         subfolders.sort()
-        if LABELS_CSV in files and SAMPLE_SUBMISSION_CSV in files:
+        csvs = sorted({LABELS_CSV, SAMPLE_SUBMISSION_CSV} & set(files))
+        if len(csvs) == 2:
             competition_dirs.append(Path(folder))
             subfolders[:] = [name for name in subfolders if name not in ("train", "test")]
+        elif csvs:
+            lone_csvs.append(Path(folder) / csvs[0])
         for name in sorted(set(files) & wanted.keys()):
             weights.setdefault(wanted[name], Path(folder) / name)
+    if not competition_dirs and lone_csvs:
+        other = SAMPLE_SUBMISSION_CSV if lone_csvs[0].name == LABELS_CSV else LABELS_CSV
+        raise InputError(f"{lone_csvs[0].with_name(other)}: file not found (beside {lone_csvs[0].name})")
     if not competition_dirs:
         raise InputError(
             f"input root {input_root}: no folder holds both {LABELS_CSV} and {SAMPLE_SUBMISSION_CSV}; "
@@ -303,7 +384,11 @@ def find_inputs(input_root, config):
 
 
 def read_competition(directory):
-    """Read labels.csv and sample_submission.csv and check that they agree."""
+    """Read labels.csv and sample_submission.csv, check that they agree and that the image folders exist.
+
+    An id listed twice in labels.csv with the same breed is counted once, with a warning; with two
+    breeds it stops the run. Cells are stripped of surrounding spaces; a BOM and CRLF line ends are fine.
+    """
     directory = Path(directory)
     labels = _read_csv(directory / LABELS_CSV, required=("id", "breed"))
     sample = _read_csv(directory / SAMPLE_SUBMISSION_CSV, required=("id",))
@@ -311,7 +396,10 @@ def read_competition(directory):
     if sample.columns[0] != "id" or not classes:
         raise InputError(f"{directory / SAMPLE_SUBMISSION_CSV}: expected columns id, then one per breed")
     _check_unique(sample["id"], directory / SAMPLE_SUBMISSION_CSV)
-    _check_unique(labels["id"], directory / LABELS_CSV)
+    labels = _drop_repeated_labels(labels, directory / LABELS_CSV)
+    for split in ("train", "test"):
+        if not (directory / split).is_dir():
+            raise InputError(f"{directory / split}: folder not found; expected the {split} images as <id>.jpg there")
     unknown = sorted(set(labels["breed"]) - set(classes))
     if unknown:
         raise InputError(
@@ -354,7 +442,11 @@ def _read_csv(path, required):
         raise InputError(f"{path}: missing column {missing[0]!r} (has {', '.join(table.columns[:5])})")
     if table.empty:
         raise InputError(f"{path}: no rows")
-    table["id"] = table["id"].str.strip()
+    for column in required:
+        table[column] = table[column].str.strip()
+        blank = table.index[table[column].fillna("") == ""]
+        if len(blank):
+            raise InputError(f"{path}: data row {blank[0] + 1} has no {column}")
     return table
 
 
@@ -362,6 +454,21 @@ def _check_unique(ids, path):
     duplicated = ids[ids.duplicated()]
     if not duplicated.empty:
         raise InputError(f"{path}: id {duplicated.iloc[0]!r} appears more than once")
+
+
+def _drop_repeated_labels(labels, path):
+    """`labels` with each id once: a repeat with another breed is an InputError, one with the same breed a warning."""
+    repeats = labels[labels["id"].duplicated(keep=False)]
+    breeds = repeats.groupby("id", sort=False)["breed"].unique()
+    conflicting = breeds[breeds.map(len) > 1]
+    if len(conflicting):
+        raise InputError(
+            f"{path}: id {conflicting.index[0]!r} appears with different breeds ({', '.join(conflicting.iloc[0])})"
+        )
+    if len(breeds):
+        more = f" and {len(breeds) - 1} more" if len(breeds) > 1 else ""
+        warn(f"{path}: id {breeds.index[0]!r}{more} listed more than once with the same breed; counted once")
+    return labels.drop_duplicates("id").reset_index(drop=True)
 '''
 
 # ---- kaggle_src/load_images.py ----
@@ -384,15 +491,25 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
+from .config import warn
+
 
 def load_image(path, size):
-    """One image as a (size, size, 3) uint8 RGB array, or None if it is missing or not decodable.
+    """One image as a (size, size, 3) uint8 RGB array, or None when the file is missing, empty or not decodable.
 
-    Greyscale and alpha images become RGB.
+    The format comes from the bytes, not the name (a PNG behind .jpg decodes); greyscale, alpha and CMYK
+    images become RGB, and EXIF orientation is applied. A truncated JPEG that OpenCV decodes in part
+    (4.x does; 5.x refuses it) is used, with a warning naming the file.
     """
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        data = np.fromfile(path, np.uint8)  # not cv2.imread: it logs its own line for a missing file
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except (OSError, cv2.error):  # cv2.error: e.g. a header claiming more pixels than OpenCV's limit
+        return None
     if image is None:
         return None
+    if data[:2].tobytes() == b"\xff\xd8" and data[-2:].tobytes() != b"\xff\xd9":
+        warn(f"{path}: JPEG without its end-of-image marker (truncated?); using the part that decodes")
     image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
@@ -494,6 +611,8 @@ from .backbones import BACKBONES
 CPU_BATCH_SIZE = 64  # images per batch without a GPU
 MAX_BATCH_SIZE = 512  # images per replica at most, however much memory is free
 MEMORY_FRACTION = 0.5  # of the free GPU memory that a batch's activations may take, by our estimate
+IMAGENET_BGR_MEAN = [103.939, 116.779, 123.68]  # "caffe" preprocessing
+IMAGENET_RGB_MEAN, IMAGENET_RGB_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # "torch" preprocessing
 LIVE_OUTPUTS = 4  # layer outputs alive at once in inference: input, output, a residual branch, workspace
 
 
@@ -540,25 +659,42 @@ def build_extractor(config, weights=None, devices=None):
     keras.config.set_dtype_policy("float32" if dtype == "float32" else f"mixed_{dtype}")
     try:
         with strategy.scope():
-            backbones = [build_backbone(name, config.image_size, (weights or {}).get(name)) for name in config.backbones]
+            backbones = {name: build_backbone(name, size, (weights or {}).get(name)) for name, size in config.input_sizes.items()}
             extractor = fuse_views(backbones, config.image_size, config.flips)
             extractor.compile(jit_compile={"auto": "auto", "on": True, "off": False}[config.xla])
     finally:
         keras.config.set_dtype_policy(previous_policy)
-    print(f"extractor: {', '.join(config.backbones)} at {config.image_size}px in {dtype} on "
+    sizes = ", ".join(f"{name} at {size}px" for name, size in config.input_sizes.items())
+    print(f"extractor: {sizes} in {dtype} on "
           f"{strategy.num_replicas_in_sync} replica(s), XLA {'on' if extractor.jit_compile else 'off'}")
     return extractor
 
 
 def fuse_views(backbones, image_size, flips=True):
-    """The extractor model around already built `backbones`: scaling, flipping and concatenation on the device."""
+    """The extractor model around already built `backbones` ({name: model}): on the device, each backbone
+    gets the views resized to its own input size and scaled its own way; the features are concatenated."""
     images = keras.Input((image_size, image_size, 3), dtype="uint8", name="images")
-    scaled = ops.cast(images, backbones[0].compute_dtype) / 127.5 - 1.0
-    views = [scaled, ops.flip(scaled, axis=2)] if flips else [scaled]
+    pixels = ops.cast(images, next(iter(backbones.values())).compute_dtype)
+    views = [pixels, ops.flip(pixels, axis=2)] if flips else [pixels]
     stacked = ops.concatenate(views, axis=0)  # (views * batch, ...): one backbone call per batch
-    features = ops.concatenate([ops.cast(backbone(stacked), "float32") for backbone in backbones], axis=-1)
-    per_view = ops.stack(ops.split(features, len(views), axis=0), axis=1)
+    features = []
+    for name, backbone in backbones.items():
+        size = backbone.input_shape[1]
+        resized = stacked if size == image_size else ops.image.resize(stacked, (size, size), antialias=True)
+        features.append(ops.cast(backbone(preprocess(resized, BACKBONES[name].preprocessing)), "float32"))
+    per_view = ops.stack(ops.split(ops.concatenate(features, axis=-1), len(views), axis=0), axis=1)
     return keras.Model(images, per_view, name="extractor")
+
+
+def preprocess(pixels, mode):
+    """RGB pixels in [0, 255] scaled as keras.applications' preprocess_input does for `mode` (see backbones.py)."""
+    if mode == "tf":
+        return pixels / 127.5 - 1.0
+    if mode == "caffe":
+        return ops.flip(pixels, axis=-1) - ops.cast(IMAGENET_BGR_MEAN, pixels.dtype)
+    if mode == "torch":
+        return (pixels / 255.0 - ops.cast(IMAGENET_RGB_MEAN, pixels.dtype)) / ops.cast(IMAGENET_RGB_STD, pixels.dtype)
+    return pixels
 
 
 def free_gpu_memory():
@@ -634,11 +770,11 @@ def _predict(extractor, images, batch_size):
 SOURCES['kaggle_src.train_heads'] = r'''
 """Stage 4: stratified K-fold CV of dropout + softmax heads, one per fold and view, with out-of-fold scores.
 
-All heads train together, as one Keras model: a layer holding every head's weights applies each
-head to its own view with one batched matmul, and each head's loss counts only its own training
-rows. Adam's updates are per weight, so the heads stay independent, as in the seed's ten
-sequential fits, but share one pass over the data and one compiled step instead of ten. Each head
-stops early on its own validation loss and keeps its best epoch's weights.
+All heads train together, as in the seed's ten sequential fits but in one loop: each step draws every
+head's next batch of its own shuffled training rows, applies each head to its own view with one
+batched matmul, and updates all heads with one Adam step, whose updates are per weight, so the heads
+stay independent. Each head stops early on its own validation loss, keeps its best epoch's weights,
+and leaves the loop, so a head costs what its sequential fit would: no wasted rows, no wasted epochs.
 
 Each head standardises its inputs with its training fold's mean and standard deviation. With
 ImageNet features this changes little; with the tiny-scale features of random-init backbones in
@@ -648,6 +784,7 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 from sklearn.metrics import accuracy_score, log_loss
 from sklearn.model_selection import StratifiedKFold
@@ -681,98 +818,80 @@ def make_folds(labels, n_folds, seed):
     return list(splitter.split(np.zeros((len(labels), 1)), labels))
 
 
-class StackedHeads(keras.layers.Layer):
-    """Every head in one layer: head h standardises view views[h], drops out, and applies its own dense layer."""
+class HeadsTrainer:
+    """The weights of every head, (heads, features, classes) and (heads, classes), and one compiled Adam step
+    that trains the heads still active on a batch of their own rows."""
 
-    def __init__(self, views, mean, scale, n_classes, dropout, seed):
-        super().__init__()
-        self.views = np.asarray(views)
-        self.mean, self.scale = ops.convert_to_tensor(mean), ops.convert_to_tensor(scale)
-        self.dropout = keras.layers.Dropout(dropout, seed=seed)
-        n_heads, n_features = mean.shape
-        limit = np.sqrt(6.0 / (n_features + n_classes))  # Glorot-uniform of each head's own Dense layer
-        self.kernel = self.add_weight(
-            shape=(n_heads, n_features, n_classes),
-            initializer=keras.initializers.RandomUniform(-limit, limit, seed=seed),
-            name="kernel",
-        )
-        self.bias = self.add_weight(shape=(n_heads, n_classes), initializer="zeros", name="bias")
+    def __init__(self, heads, features, labels, n_classes, config):
+        n_samples, n_views, n_features = features.shape
+        self.features = tf.constant(features.reshape(n_samples * n_views, n_features))  # row r, view v: r * n_views + v
+        self.labels = tf.constant(labels, tf.int32)
+        self.n_views = n_views
+        self.views = tf.constant([head.view for head in heads], tf.int32)
+        self.mean = tf.constant(np.stack([head.mean for head in heads]))
+        self.scale = tf.constant(np.stack([head.scale for head in heads]))
+        limit = np.sqrt(6.0 / (n_features + n_classes))  # Glorot-uniform, as each head's own Dense layer would have
+        initial = np.random.default_rng(config.seed).uniform(-limit, limit, (len(heads), n_features, n_classes))
+        self.kernel = keras.Variable(initial.astype(np.float32), name="kernel")
+        self.bias = keras.Variable(np.zeros((len(heads), n_classes), np.float32), name="bias")
+        self.optimizer = keras.optimizers.Adam(config.learning_rate)
+        self.optimizer.build([self.kernel, self.bias])
+        self.dropout, self.seed = config.dropout, keras.random.SeedGenerator(config.seed)
+        self.step = tf.function(self._step, reduce_retracing=True)
 
-    def call(self, features, training=False):
-        x = (ops.take(features, self.views, axis=1) - self.mean) * self.scale  # (batch, heads, features)
-        x = self.dropout(x, training=training)
-        return ops.einsum("bhd,hdc->bhc", x, self.kernel) + self.bias  # logits (batch, heads, classes)
-
-
-def per_head_crossentropy(targets, logits):
-    """Sum over heads of each head's mean cross-entropy on its own training rows (target -1: not one of them)."""
-    mask = ops.cast(targets >= 0, logits.dtype)
-    labels = ops.cast(ops.maximum(targets, 0), "int32")
-    losses = ops.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-    return ops.sum(ops.sum(losses * mask, axis=0) / ops.maximum(ops.sum(mask, axis=0), 1.0))
-
-
-class PerHeadEarlyStopping(keras.callbacks.Callback):
-    """Early stopping and best-weight restoring for each head on its own validation rows."""
-
-    def __init__(self, layer, heads, features, labels, validation_rows, patience):
-        super().__init__()
-        self.layer, self.heads, self.features, self.labels = layer, heads, features, labels
-        self.validation_rows, self.patience = validation_rows, patience
-        self.best_loss = np.full(len(heads), np.inf)
-        self.best_epoch = np.zeros(len(heads), int)
-
-    def on_epoch_end(self, epoch, logs=None):
-        kernel, bias = ops.convert_to_numpy(self.layer.kernel), ops.convert_to_numpy(self.layer.bias)
-        for index, (head, rows) in enumerate(zip(self.heads, self.validation_rows)):
-            if head.epochs:  # stopped already
-                continue
-            candidate = TrainedHead(head.fold, head.view, head.mean, head.scale, kernel[index], bias[index])
-            probabilities = candidate.predict(self.features[rows, head.view])
-            loss = -np.mean(np.log(np.maximum(probabilities[np.arange(len(rows)), self.labels[rows]], 1e-15)))
-            if loss < self.best_loss[index]:
-                self.best_loss[index], self.best_epoch[index] = loss, epoch
-                head.kernel, head.bias = kernel[index].copy(), bias[index].copy()
-            elif epoch - self.best_epoch[index] >= self.patience:
-                head.epochs = epoch + 1
-        if all(head.epochs for head in self.heads):
-            self.model.stop_training = True
-
-    def on_train_end(self, logs=None):
-        for head in self.heads:
-            head.epochs = head.epochs or self.params["epochs"]
+    def _step(self, active, rows, weights):
+        """One Adam step for heads `active` (a,) on their rows (a, batch); weight 0 marks padding."""
+        x = tf.gather(self.features, rows * self.n_views + tf.gather(self.views, active)[:, None])
+        x = (x - tf.gather(self.mean, active)[:, None]) * tf.gather(self.scale, active)[:, None]
+        x = keras.random.dropout(x, self.dropout, seed=self.seed)
+        with tf.GradientTape() as tape:
+            logits = tf.einsum("abd,adc->abc", x, tf.gather(self.kernel, active)) + tf.gather(self.bias, active)[:, None]
+            losses = ops.sparse_categorical_crossentropy(tf.gather(self.labels, rows), logits, from_logits=True)
+            loss = tf.reduce_sum(tf.reduce_sum(losses * weights, axis=1) / tf.reduce_sum(weights, axis=1))
+        gradients = [tf.convert_to_tensor(gradient) for gradient in tape.gradient(loss, [self.kernel, self.bias])]
+        self.optimizer.apply(gradients, [self.kernel, self.bias])
 
 
 def train_heads(features, labels, n_classes, config):
     """Train one head per (fold, view) on `features` (n, views, d); return (heads, out-of-fold (views, n, classes))."""
     features = np.asarray(features, np.float32)
-    n_samples, n_views, n_features = features.shape
+    n_samples, n_views, _ = features.shape
     folds = make_folds(labels, config.n_folds, config.seed)
-    heads, targets = [], np.full((n_samples, len(folds) * n_views), -1, np.int32)
+    heads = []
     for fold, (train_index, _) in enumerate(folds):
         for view in range(n_views):
-            targets[train_index, len(heads)] = labels[train_index]
             train = features[train_index, view]
             std = train.std(axis=0)
             scale = (1 / np.where(std > 0, std, 1)).astype(np.float32)  # a constant feature stays 0
             heads.append(TrainedHead(fold, view, train.mean(axis=0), scale, kernel=None, bias=None))
 
-    keras.utils.set_random_seed(config.seed)
-    inputs = keras.Input((n_views, n_features))
-    layer = StackedHeads(
-        [head.view for head in heads],
-        np.stack([head.mean for head in heads]),
-        np.stack([head.scale for head in heads]),
-        n_classes,
-        config.dropout,
-        config.seed,
-    )
-    model = keras.Model(inputs, layer(inputs))
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=per_head_crossentropy)
-    stopping = PerHeadEarlyStopping(layer, heads, features, labels, [folds[head.fold][1] for head in heads], config.patience)
-    model.fit(
-        features, targets, batch_size=config.head_batch_size, epochs=config.max_epochs, callbacks=[stopping], verbose=0
-    )
+    trainer = HeadsTrainer(heads, features, labels, n_classes, config)
+    shuffle = np.random.default_rng(config.seed)
+    best_loss, best_epoch = np.full(len(heads), np.inf), np.zeros(len(heads), int)
+    active = list(range(len(heads)))
+    for epoch in range(config.max_epochs):
+        orders = [shuffle.permutation(folds[heads[index].fold][0]) for index in active]
+        for start in range(0, max(map(len, orders)), config.head_batch_size):
+            batches = [order[start:start + config.head_batch_size] for order in orders]
+            rows = np.zeros((len(active), max(map(len, batches))), np.int32)
+            weights = np.zeros(rows.shape, np.float32)
+            for index, batch in enumerate(batches):
+                rows[index, :len(batch)], weights[index, :len(batch)] = batch, 1
+            trainer.step(tf.constant(active, tf.int32), tf.constant(rows), tf.constant(weights))
+        kernel, bias = ops.convert_to_numpy(trainer.kernel), ops.convert_to_numpy(trainer.bias)
+        for index in list(active):
+            head, rows = heads[index], folds[heads[index].fold][1]
+            candidate = TrainedHead(head.fold, head.view, head.mean, head.scale, kernel[index], bias[index])
+            probabilities = candidate.predict(features[rows, head.view])
+            loss = -np.mean(np.log(np.maximum(probabilities[np.arange(len(rows)), labels[rows]], 1e-15)))
+            if loss < best_loss[index]:
+                best_loss[index], best_epoch[index] = loss, epoch
+                head.kernel, head.bias = kernel[index].copy(), bias[index].copy()
+            if epoch - best_epoch[index] >= config.patience or epoch + 1 == config.max_epochs:
+                head.epochs = epoch + 1
+                active.remove(index)
+        if not active:
+            break
 
     oof = np.zeros((n_views, n_samples, n_classes), np.float32)
     for head in heads:
@@ -799,13 +918,23 @@ def score_predictions(probabilities, labels, n_classes):
 
 # ---- kaggle_src/predict.py ----
 SOURCES['kaggle_src.predict'] = r'''
-"""Stage 5: the test predictions, the mean of every head's prediction on its own view's features."""
+"""Stage 5: the test predictions, the mean of every head's prediction on its own view's features.
+
+A test image that could not be read gets the class prior instead: its log loss is bounded, unlike
+that of whatever the heads make of a blank image.
+"""
 import numpy as np
 
 
 def predict_test(heads, test_features):
     """Mean over `heads` of each head's softmax on `test_features[:, head.view]`; (n_test, classes)."""
     return np.mean([head.predict(test_features[:, head.view]) for head in heads], axis=0, dtype=np.float64)
+
+
+def class_prior(labels, n_classes):
+    """Class frequencies of the training `labels`, add-one smoothed so that no class gets 0; (classes,)."""
+    counts = np.bincount(labels, minlength=n_classes) + 1.0
+    return counts / counts.sum()
 '''
 
 # ---- kaggle_src/write_outputs.py ----
@@ -902,13 +1031,15 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from .config import InputError, add_config_arguments, config_from_arguments
+from .config import InputError, add_config_arguments, config_from_arguments, warn
 from .extract_features import build_extractor, extract_features
 from .find_inputs import default_input_root, default_output_dir, find_inputs, prepare_output_dir, read_competition
 from .load_images import load_images
-from .predict import predict_test
+from .predict import class_prior, predict_test
 from .train_heads import score_predictions, train_heads
 from .write_outputs import SubmissionError, make_submission, write_metrics, write_submission
+
+MAX_NAMED = 20  # unreadable images named one line each, per split; the rest in one line (metrics.json lists all)
 
 
 def run(config, input_root, output_dir, build=None):
@@ -941,29 +1072,33 @@ def run(config, input_root, output_dir, build=None):
     keras.utils.set_random_seed(config.seed)
     with stage("extract_features"):
         extractor = build_extractor(config, weights)
-    features = {}
+    features, failed = {}, {}
     for split in ("train", "test"):
         with stage("extract_features"):  # loading runs behind it: see seconds.load_images for its own time
             images = load_images(competition.image_paths(split), config.image_size, config.n_jobs, desc=split)
             features[split] = extract_features(extractor, images, config.extract_batch_size)
         seconds["load_images"] += images.seconds
-        if images.failed:
-            raise InputError(f"{images.paths[images.failed[0]]}: missing or not a decodable image")
+        failed[split] = images.failed
         del images
+        warn_unreadable(competition, split, failed[split], config.n_folds)
 
-    # 4. Train one head per fold and view; keep the out-of-fold predictions.
+    # 4. Train one head per fold and view on the readable training images; keep the out-of-fold predictions.
+    readable = np.delete(np.arange(len(competition.train_ids)), failed["train"])
+    labels = competition.train_labels[readable]
     with stage("train_heads"):
-        heads, oof = train_heads(features["train"], competition.train_labels, n_classes, config)
+        heads, oof = train_heads(features["train"][readable], labels, n_classes, config)
 
-    # 5. Predict the test set: the mean of every head on its own view.
+    # 5. Predict the test set: the mean of every head on its own view; the class prior where the image is unreadable.
     with stage("predict"):
         test_probabilities = predict_test(heads, features["test"])
+        test_probabilities[failed["test"]] = class_prior(labels, n_classes)
 
     # 6. Write the validated submission and the metrics.
     with stage("write"):
         submission = make_submission(competition.test_ids, competition.classes, test_probabilities)
         write_submission(submission, competition.test_ids, competition.classes, output_dir / "submission.csv")
-    metrics = cv_metrics(heads, oof, competition.train_labels, config.views)
+    metrics = cv_metrics(heads, oof, labels, config.views)
+    metrics["unreadable"] = {split: [competition.ids(split)[index] for index in failed[split]] for split in failed}
     metrics["counts"] = {
         "train_images": len(competition.train_ids),
         "test_images": len(competition.test_ids),
@@ -981,6 +1116,24 @@ def run(config, input_root, output_dir, build=None):
         metrics["build"] = build
     write_metrics(metrics, output_dir / "metrics.json")
     return metrics
+
+
+def warn_unreadable(competition, split, failed, n_folds):
+    """Warn about the images of `split` at indices `failed`, by id and file: training ones are left out of
+    training, test ones get the class prior. Stop if too few training images are left for `n_folds`-fold CV."""
+    ids, paths = competition.ids(split), competition.image_paths(split)
+    consequence = "left out of training" if split == "train" else "its row gets the training class prior"
+    for index in failed[:MAX_NAMED]:
+        warn(f"{split} id {ids[index]}: {paths[index]} is missing, empty or not decodable; {consequence}")
+    if len(failed) > MAX_NAMED:
+        warn(f"{len(failed) - MAX_NAMED} more unreadable {split} images; metrics.json lists them all")
+    if split == "train":
+        readable_labels = np.delete(competition.train_labels, failed)
+        if np.bincount(readable_labels, minlength=1).max() < n_folds:
+            raise InputError(
+                f"{competition.directory / split}: {len(readable_labels)} of {len(ids)} images readable; "
+                f"{n_folds}-fold CV needs at least {n_folds} of one breed"
+            )
 
 
 def cv_metrics(heads, oof, labels, views):
