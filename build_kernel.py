@@ -23,14 +23,14 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+from kaggle_src.backbones import BACKBONES
 from kaggle_src.config import InputError, make_config, parse_value
 
 REPO = Path(__file__).resolve().parent
 PACKAGE = REPO / "kaggle_src"
-SLUG = "dog-breed-xception-inception"
-TITLE = "Dog Breed Xception Inception"
 COMPETITION = "dog-breed-identification"
 MACHINE_SHAPE = "NvidiaTeslaT4"  # Kaggle's "GPU T4 x2"
 NO_USER = "USER"  # the id's owner when no Kaggle user is known at build time
@@ -38,23 +38,58 @@ EXPERIMENTS_LOG = REPO / "experiments.csv"
 EXPERIMENT_FIELDS = ["time", "action", "kernel", "commit", "settings", "cv_log_loss", "message", "public_score", "private_score"]
 # Modules in the order a reader meets them: settings, then the stages as they run, then the driver.
 READING_ORDER = ["__init__", "config", "backbones", "find_inputs", "load_images", "extract_features",
-                 "train_heads", "predict", "write_outputs", "pipeline"]
+                 "feature_cache", "train_heads", "predict", "write_outputs", "pipeline"]
 ALLOWED_IMPORTS = {"keras", "tensorflow", "numpy", "pandas", "cv2", "joblib", "tqdm", "sklearn"}
 
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One of the kernels built from kaggle_src: what Kaggle calls it, what it does, what it runs on."""
+
+    slug: str
+    title: str  # slugifies to `slug`
+    summary: str  # the header's first paragraph, with {folds}, {views} and {backbones} filled in
+    gpu: bool
+    settings: dict  # baked in beneath the user's --set values
+    usage: str  # the header's lines on running it here and on Kaggle
+
+
+KERNELS = {
+    "full": Kernel(
+        "dog-breed-xception-inception", "Dog Breed Xception Inception",
+        "Finds the competition and the ImageNet weights under /kaggle/input, loads every image as uint8,\n"
+        "extracts the features of each image and of its horizontal flip with {backbones} on the GPU,\n"
+        "saves them (features.npz) for heads-only kernels, trains {folds}-fold x {views}-view dropout +\n"
+        "softmax heads, and writes the mean of their predictions to /kaggle/working/submission.csv, with\n"
+        "the cross-validated scores in metrics.json.",
+        gpu=True, settings={},
+        usage="Run here:   python kernel.py --input-root input_stub --output-dir working --dry-run\n"
+              "On Kaggle:  no arguments: /kaggle/input -> /kaggle/working, the real weights.",
+    ),
+    "heads": Kernel(
+        "dog-breed-heads", "Dog Breed Heads",
+        "Reads the features that the dog-breed-xception-inception kernel saved (its output, attached as\n"
+        "an input), checks them against the competition, trains {folds}-fold x {views}-view dropout +\n"
+        "softmax heads on the CPU, and writes the mean of their predictions to\n"
+        "/kaggle/working/submission.csv, with the cross-validated scores in metrics.json.",
+        gpu=False, settings={"features": "/kaggle/input"},
+        usage="Run here:   python kernel.py --input-root input_stub --output-dir heads --dry-run --features working\n"
+              "            (after the full kernel's dry run wrote working/)\n"
+              "On Kaggle:  no arguments: /kaggle/input (the full kernel's output attached) -> /kaggle/working.",
+    ),
+}
+SLUG = KERNELS["full"].slug
 KERNEL_TEMPLATE = '''"""Dog Breed Identification by transfer learning: one offline Kaggle kernel.
 
-Finds the competition and the ImageNet weights under /kaggle/input, loads every image as uint8,
-extracts the 4096-d Xception + InceptionV3 features of each image and of its horizontal flip on the
-GPU, trains {folds}-fold x {views}-view dropout + softmax heads, and writes the mean of their
-predictions to /kaggle/working/submission.csv, with the cross-validated scores in metrics.json.
+{summary}
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
     source commit:   {commit}
     sources sha256:  {digest}
     build settings:  {settings_text}
     configuration:   {config_text}
-Run here:   python kernel.py --input-root input_stub --output-dir working --dry-run
-On Kaggle:  no arguments: /kaggle/input -> /kaggle/working, the real weights.
+{usage}
 """
 import importlib.abc
 import importlib.util
@@ -174,10 +209,11 @@ def kaggle_user(explicit=None):
         return None
 
 
-def kernel_text(settings):
+def kernel_text(kernel, settings):
     """The kernel file's text: header, build settings, the package's sources, the importer and the entry call."""
     sources = package_sources()
     digest = hashlib.sha256("".join(f"{name}\n{text}" for name, text in sources.items()).encode()).hexdigest()
+    settings = {**kernel.settings, **settings}
     config = make_config(**settings)
     commit = source_commit()
     blocks = "\n".join(
@@ -186,8 +222,8 @@ def kernel_text(settings):
         for name, text in sources.items()
     )
     return KERNEL_TEMPLATE.format(
-        folds=config.n_folds,
-        views=len(config.views),
+        summary=kernel.summary.format(folds=config.n_folds, views=len(config.views), backbones=" + ".join(config.backbones)),
+        usage=kernel.usage,
         commit=commit,
         digest=digest,
         settings_text=", ".join(f"{key}={value!r}" for key, value in settings.items()) or "none (the defaults)",
@@ -198,33 +234,45 @@ def kernel_text(settings):
     )
 
 
-def kernel_metadata(user, config, public=False, code_file="kernel.py"):
+def kernel_metadata(kernel, user, config, public=False, code_file="kernel.py"):
+    """What `kaggle kernels push` reads: the full kernel on T4 x2 with the weights datasets attached;
+    the heads kernel on CPU with the full kernel's output attached instead."""
+    unknown = [name for name, dataset in config.weights_datasets.items() if not dataset]
+    if kernel.gpu and unknown:
+        raise InputError(f"backbone {unknown[0]}: no known Kaggle dataset holds {BACKBONES[unknown[0]].weights_file}; "
+                         "--set weights_dataset=OWNER/SLUG names one that holds every backbone's weights")
+    datasets = sorted(set(config.weights_datasets.values()))
     return {
-        "id": f"{user or NO_USER}/{SLUG}",
-        "title": TITLE,
+        "id": f"{user or NO_USER}/{kernel.slug}",
+        "title": kernel.title,
         "code_file": code_file,
         "language": "python",
         "kernel_type": "script",
         "is_private": not public,
-        "enable_gpu": True,
+        "enable_gpu": kernel.gpu,
         "enable_tpu": False,
         "enable_internet": False,
-        "dataset_sources": [config.weights_dataset],
+        "dataset_sources": datasets if kernel.gpu else [],
         "competition_sources": [COMPETITION],
-        "kernel_sources": [],
+        "kernel_sources": [] if kernel.gpu else [f"{user or NO_USER}/{SLUG}"],
         "model_sources": [],
-        "machine_shape": MACHINE_SHAPE,
+        **({"machine_shape": MACHINE_SHAPE} if kernel.gpu else {}),
     }
 
 
 def build(settings, user=None, public=False, out=REPO / "kernels"):
-    """Write <out>/<slug>/kernel.py and kernel-metadata.json; return the folder."""
-    folder = Path(out) / SLUG
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "kernel.py").write_text(kernel_text(settings))
-    metadata = kernel_metadata(user, make_config(**settings), public)
-    (folder / "kernel-metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
-    return folder
+    """Write <out>/<slug>/kernel.py and kernel-metadata.json for every kernel, once all are made; return {name: folder}."""
+    files = {
+        name: (kernel_text(kernel, settings), kernel_metadata(kernel, user, make_config(**{**kernel.settings, **settings}), public))
+        for name, kernel in KERNELS.items()
+    }
+    folders = {}
+    for name, (text, metadata) in files.items():
+        folder = folders[name] = Path(out) / KERNELS[name].slug
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "kernel.py").write_text(text)
+        (folder / "kernel-metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    return folders
 
 
 def kaggle(*args):
@@ -291,6 +339,9 @@ def main(argv=None):
     parser.add_argument("--user", help="Kaggle user that owns the kernel (default: KAGGLE_USERNAME, then ~/.kaggle/kaggle.json)")
     parser.add_argument("--public", action="store_true", help="make the kernel public (default: private)")
     parser.add_argument("--out", type=Path, default=REPO / "kernels", help="where the kernel folder goes (default: kernels)")
+    parser.add_argument("--kernel", choices=sorted(KERNELS), default="full",
+                        help="the kernel that --push, --status and --output act on (default: full; heads: the CPU "
+                             "kernel that trains heads on the full kernel's saved features)")
     parser.add_argument("--push", action="store_true", help="build, then push the kernel to Kaggle")
     parser.add_argument("--status", action="store_true", help="print the pushed kernel's status")
     parser.add_argument("--output", type=Path, metavar="DIR", help="download the kernel's outputs into DIR")
@@ -301,8 +352,9 @@ def main(argv=None):
     try:
         settings = parse_settings(args.settings)
         user = kaggle_user(args.user)
-        folder = build(settings, user, args.public, args.out)
-        print(f"built {folder}/kernel.py ({(folder / 'kernel.py').stat().st_size:,} bytes), source commit {source_commit()}")
+        for folder in build(settings, user, args.public, args.out).values():
+            print(f"built {folder}/kernel.py ({(folder / 'kernel.py').stat().st_size:,} bytes), source commit {source_commit()}")
+        folder = Path(args.out) / KERNELS[args.kernel].slug
         if user is None:
             print("no Kaggle user known: the kernel is built, but pushing needs --user, KAGGLE_USERNAME or ~/.kaggle/kaggle.json")
         if args.push:

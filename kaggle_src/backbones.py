@@ -23,7 +23,7 @@ class Backbone:
     features: int  # width of its global-average-pooled output
     preprocessing: str  # one of PREPROCESSING
     min_size: int = 32  # smallest input side the architecture accepts
-    dataset: str = ""  # a Kaggle dataset known to hold weights_file ("" : the configured weights_dataset)
+    dataset: str = ""  # a Kaggle dataset known to hold weights_file ("": none known; set weights_dataset)
 
 
 def _keras_file(stem):

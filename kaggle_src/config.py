@@ -39,7 +39,8 @@ class Config:
     n_jobs: int = -1  # image-decoding threads (-1: one per core)
     seed: int = 2017
     dry_run: bool = False  # random-init backbones: no weight files, for CPU and CI
-    weights_dataset: str = "gaborfodor/keras-pretrained-models"  # Kaggle dataset with the .h5 files
+    features: str = ""  # a folder to search for cached features (features_manifest.json) instead of extracting
+    weights_dataset: str = ""  # Kaggle dataset with every backbone's .h5 file ("": each backbone's known one)
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -82,6 +83,11 @@ class Config:
         """{backbone: its input side}: its native size scaled by image_size / native_size, so that each
         backbone sees the images at its own resolution and a bigger image_size enlarges them all."""
         return {name: round(BACKBONES[name].native_size * self.image_size / self.native_size) for name in self.backbones}
+
+    @property
+    def weights_datasets(self):
+        """{backbone: the Kaggle dataset to attach for its weights}: weights_dataset if set, else the known one."""
+        return {name: self.weights_dataset or BACKBONES[name].dataset for name in self.backbones}
 
     @property
     def views(self):

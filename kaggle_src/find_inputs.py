@@ -74,14 +74,16 @@ def find_inputs(input_root, config):
             f"input root {input_root}: no folder holds both {LABELS_CSV} and {SAMPLE_SUBMISSION_CSV}; "
             "attach the dog-breed-identification competition"
         )
-    if config.dry_run:
+    if config.dry_run or config.features:  # random-init backbones, or no backbones at all
         weights = {}
     else:
         for name in config.backbones:
             if name not in weights:
                 raise InputError(
                     f"weights file {BACKBONES[name].weights_file} not found under {input_root}; "
-                    f"attach the Kaggle dataset {config.weights_dataset} (or use --dry-run)"
+                    + (f"attach the Kaggle dataset {config.weights_datasets[name]}" if config.weights_datasets[name]
+                       else "attach a Kaggle dataset that holds it and set weights_dataset")
+                    + " (or use --dry-run)"
                 )
     return min(competition_dirs, key=lambda path: len(path.parts)), weights
 

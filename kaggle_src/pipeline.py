@@ -16,6 +16,7 @@ import numpy as np
 
 from .config import InputError, add_config_arguments, config_from_arguments, warn
 from .extract_features import build_extractor, extract_features
+from .feature_cache import find_features, load_features, read_manifest, save_features
 from .find_inputs import default_input_root, default_output_dir, find_inputs, prepare_output_dir, read_competition
 from .load_images import load_images
 from .predict import class_prior, predict_test
@@ -43,6 +44,9 @@ def run(config, input_root, output_dir, build=None):
         competition_dir, weights = find_inputs(input_root, config)
         competition = read_competition(competition_dir)
         output_dir = prepare_output_dir(output_dir)
+        if config.features:
+            cache = find_features(config.features)
+            manifest = read_manifest(cache, competition, config)
     n_classes = len(competition.classes)
     print(
         f"{competition_dir}: {len(competition.train_ids)} train, {len(competition.test_ids)} test images, "
@@ -51,18 +55,28 @@ def run(config, input_root, output_dir, build=None):
     )
 
     # 2-3. Load each split as uint8 in background threads and extract its features batch by batch as
-    # the images come in, with one extractor, built once (random-init backbones differ on every build).
-    keras.utils.set_random_seed(config.seed)
-    with stage("extract_features"):
-        extractor = build_extractor(config, weights)
-    features, failed = {}, {}
+    # the images come in, with one extractor, built once (random-init backbones differ on every build);
+    # save them for heads-only runs. Or, in a heads-only run, read the features that such a run saved.
+    if config.features:
+        with stage("load_features"):
+            features, failed = load_features(cache, manifest)
+        print(f"features from {cache}: {', '.join(manifest['backbones'])}, extracted by {manifest['package_commit']}")
+    else:
+        keras.utils.set_random_seed(config.seed)
+        with stage("extract_features"):
+            extractor = build_extractor(config, weights)
+        features, failed = {}, {}
+        for split in ("train", "test"):
+            with stage("extract_features"):  # loading runs behind it: see seconds.load_images for its own time
+                images = load_images(competition.image_paths(split), config.image_size, config.n_jobs, desc=split)
+                features[split] = extract_features(extractor, images, config.extract_batch_size)
+            seconds["load_images"] += images.seconds
+            failed[split] = images.failed
+            del images
+        with stage("save_features"):
+            commit = build["commit"] if build else "unbuilt (python -m kaggle_src)"
+            features = save_features(output_dir, features, competition, config, weights, failed, commit)
     for split in ("train", "test"):
-        with stage("extract_features"):  # loading runs behind it: see seconds.load_images for its own time
-            images = load_images(competition.image_paths(split), config.image_size, config.n_jobs, desc=split)
-            features[split] = extract_features(extractor, images, config.extract_batch_size)
-        seconds["load_images"] += images.seconds
-        failed[split] = images.failed
-        del images
         warn_unreadable(competition, split, failed[split], config.n_folds)
 
     # 4. Train one head per fold and view on the readable training images; keep the out-of-fold predictions.

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import build_kernel
-from build_kernel import SLUG, build, main
+from build_kernel import KERNELS, SLUG, build, main
 from kaggle_src.config import InputError
 from kaggle_src.pipeline import main as package_main
 from make_stub import COMPETITION
@@ -20,8 +20,9 @@ from tests.conftest import QUICK, REPO, UNREADABLE
 COMMITTED = REPO / "kernels" / SLUG
 
 
-def read(folder):
-    return {name: (folder / name).read_bytes() for name in ("kernel.py", "kernel-metadata.json")}
+def read(folders):
+    """The bytes of every built kernel's two files."""
+    return {(folder.name, name): (folder / name).read_bytes() for folder in folders for name in ("kernel.py", "kernel-metadata.json")}
 
 
 def test_committed_kernel_is_fresh(tmp_path):
@@ -29,7 +30,8 @@ def test_committed_kernel_is_fresh(tmp_path):
     owner = json.loads((COMMITTED / "kernel-metadata.json").read_text())["id"].split("/")[0]
     user = None if owner == build_kernel.NO_USER else owner
     public = not json.loads((COMMITTED / "kernel-metadata.json").read_text())["is_private"]
-    assert read(build(_committed_settings(), user, public, tmp_path)) == read(COMMITTED), (
+    committed = [REPO / "kernels" / kernel.slug for kernel in KERNELS.values()]
+    assert read(build(_committed_settings(), user, public, tmp_path).values()) == read(committed), (
         "kernels/ is stale: run `python build_kernel.py` and commit kernels/"
     )
 
@@ -40,8 +42,8 @@ def _committed_settings():
 
 
 def test_build_is_deterministic(tmp_path):
-    first = read(build({"image_size": 331}, "someone", False, tmp_path / "a"))
-    second = read(build({"image_size": 331}, "someone", False, tmp_path / "b"))
+    first = read(build({"image_size": 331}, "someone", False, tmp_path / "a").values())
+    second = read(build({"image_size": 331}, "someone", False, tmp_path / "b").values())
     assert first == second
 
 
@@ -68,7 +70,8 @@ def test_header_says_what_and_how_it_was_built():
 def test_metadata(tmp_path, monkeypatch):
     monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    metadata = json.loads((build({}, None, False, tmp_path) / "kernel-metadata.json").read_text())
+    folders = build({}, None, False, tmp_path)
+    metadata = json.loads((folders["full"] / "kernel-metadata.json").read_text())
     assert metadata == {
         "id": f"USER/{SLUG}",
         "title": "Dog Breed Xception Inception",
@@ -86,10 +89,30 @@ def test_metadata(tmp_path, monkeypatch):
         "machine_shape": "NvidiaTeslaT4",
     }
     assert metadata["title"].lower().replace(" ", "-") == SLUG
+    heads = json.loads((folders["heads"] / "kernel-metadata.json").read_text())
+    assert heads == {
+        **{key: value for key, value in metadata.items() if key != "machine_shape"},
+        "id": "USER/dog-breed-heads", "title": "Dog Breed Heads", "enable_gpu": False, "dataset_sources": [],
+        "kernel_sources": [f"USER/{SLUG}"],
+    }
+    assert heads["title"].lower().replace(" ", "-") == "dog-breed-heads"
+    assert "BUILD_SETTINGS = {'features': '/kaggle/input'}" in (folders["heads"] / "kernel.py").read_text()
     other = json.loads(
-        (build({"weights_dataset": "me/weights"}, "me", True, tmp_path) / "kernel-metadata.json").read_text()
+        (build({"weights_dataset": "me/weights"}, "me", True, tmp_path)["full"] / "kernel-metadata.json").read_text()
     )
     assert (other["id"], other["is_private"], other["dataset_sources"]) == (f"me/{SLUG}", False, ["me/weights"])
+    mixed = build({"backbones": ("xception", "nasnet_large")}, "me", False, tmp_path)["full"]
+    assert json.loads((mixed / "kernel-metadata.json").read_text())["dataset_sources"] == ["gaborfodor/keras-pretrained-models"]
+
+
+def test_a_backbone_without_a_known_weights_dataset_needs_one_named(tmp_path, capsys):
+    assert main(["--set", "backbones=xception,convnext_base", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        "error: backbone convnext_base: no known Kaggle dataset holds convnext_base_notop.h5; "
+        "--set weights_dataset=OWNER/SLUG names one that holds every backbone's weights\n"
+    )
+    assert not (tmp_path / SLUG).exists()  # nothing written
+    assert main(["--set", "backbones=xception,convnext_base", "--set", "weights_dataset=me/w", "--out", str(tmp_path)]) == 0
 
 
 def test_user_comes_from_flag_then_environment_then_kaggle_json(tmp_path, monkeypatch):
@@ -153,7 +176,7 @@ def test_kernel_runs_alone_offline_and_equals_the_package(small_stub, tmp_path):
 @pytest.fixture(scope="module")
 def working_tree_kernel(tmp_path_factory):
     """The kernel built from the working tree's kaggle_src, which the committed one may lag behind."""
-    return build({}, None, False, tmp_path_factory.mktemp("kernel")) / "kernel.py"
+    return build({}, None, False, tmp_path_factory.mktemp("kernel"))["full"] / "kernel.py"
 
 
 def warnings_in(stderr):
