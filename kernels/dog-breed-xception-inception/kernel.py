@@ -1,19 +1,19 @@
 """Dog Breed Identification by transfer learning: one offline Kaggle kernel.
 
 Finds the competition and the ImageNet weights under /kaggle/input, loads every image as uint8,
-extracts the 4096-d Xception + InceptionV3 features of each image and of its horizontal flip on the
-GPU, trains 5-fold x 2-view dropout + softmax heads, and writes the mean of their
-predictions to /kaggle/working/submission.csv, with the cross-validated scores in metrics.json.
+extracts the features of each image and of its horizontal flip with xception + inception_v3 on the GPU,
+saves them (features.npz) for heads-only kernels, trains 5-fold x 2-view dropout +
+softmax heads, and writes the mean of their predictions to /kaggle/working/submission.csv, with
+the cross-validated scores in metrics.json.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   67c85f8
-    sources sha256:  661740adc54a3470bc278e85739d690b0f9fd723134e94720e6525d2877e3869
+    source commit:   1f729ac
+    sources sha256:  4de2231598aabce6bb6ecd72ea5a04e15099ffac262fc44d463d4adccb2bd7e7
     build settings:  none (the defaults)
     configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5,
                      head_batch_size=128, extract_batch_size=0, precision='auto', xla='auto',
-                     n_jobs=-1, seed=2017, dry_run=False,
-                     weights_dataset='gaborfodor/keras-pretrained-models'
+                     n_jobs=-1, seed=2017, dry_run=False, features='', weights_dataset=''
 Run here:   python kernel.py --input-root input_stub --output-dir working --dry-run
 On Kaggle:  no arguments: /kaggle/input -> /kaggle/working, the real weights.
 """
@@ -26,7 +26,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
 
 BUILD_SETTINGS = {}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': '67c85f8', 'sources_sha256': '661740adc54a3470bc278e85739d690b0f9fd723134e94720e6525d2877e3869', 'settings': {}}
+BUILD = {'commit': '1f729ac', 'sources_sha256': '4de2231598aabce6bb6ecd72ea5a04e15099ffac262fc44d463d4adccb2bd7e7', 'settings': {}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -82,7 +82,8 @@ class Config:
     n_jobs: int = -1  # image-decoding threads (-1: one per core)
     seed: int = 2017
     dry_run: bool = False  # random-init backbones: no weight files, for CPU and CI
-    weights_dataset: str = "gaborfodor/keras-pretrained-models"  # Kaggle dataset with the .h5 files
+    features: str = ""  # a folder to search for cached features (features_manifest.json) instead of extracting
+    weights_dataset: str = ""  # Kaggle dataset with every backbone's .h5 file ("": each backbone's known one)
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -125,6 +126,11 @@ class Config:
         """{backbone: its input side}: its native size scaled by image_size / native_size, so that each
         backbone sees the images at its own resolution and a bigger image_size enlarges them all."""
         return {name: round(BACKBONES[name].native_size * self.image_size / self.native_size) for name in self.backbones}
+
+    @property
+    def weights_datasets(self):
+        """{backbone: the Kaggle dataset to attach for its weights}: weights_dataset if set, else the known one."""
+        return {name: self.weights_dataset or BACKBONES[name].dataset for name in self.backbones}
 
     @property
     def views(self):
@@ -247,7 +253,7 @@ class Backbone:
     features: int  # width of its global-average-pooled output
     preprocessing: str  # one of PREPROCESSING
     min_size: int = 32  # smallest input side the architecture accepts
-    dataset: str = ""  # a Kaggle dataset known to hold weights_file ("" : the configured weights_dataset)
+    dataset: str = ""  # a Kaggle dataset known to hold weights_file ("": none known; set weights_dataset)
 
 
 def _keras_file(stem):
@@ -371,14 +377,16 @@ def find_inputs(input_root, config):
             f"input root {input_root}: no folder holds both {LABELS_CSV} and {SAMPLE_SUBMISSION_CSV}; "
             "attach the dog-breed-identification competition"
         )
-    if config.dry_run:
+    if config.dry_run or config.features:  # random-init backbones, or no backbones at all
         weights = {}
     else:
         for name in config.backbones:
             if name not in weights:
                 raise InputError(
                     f"weights file {BACKBONES[name].weights_file} not found under {input_root}; "
-                    f"attach the Kaggle dataset {config.weights_dataset} (or use --dry-run)"
+                    + (f"attach the Kaggle dataset {config.weights_datasets[name]}" if config.weights_datasets[name]
+                       else "attach a Kaggle dataset that holds it and set weights_dataset")
+                    + " (or use --dry-run)"
                 )
     return min(competition_dirs, key=lambda path: len(path.parts)), weights
 
@@ -766,6 +774,104 @@ def _predict(extractor, images, batch_size):
     return np.asarray(features, np.float32)
 '''
 
+# ---- kaggle_src/feature_cache.py ----
+SOURCES['kaggle_src.feature_cache'] = r'''
+"""Features as a reusable output: saved beside the submission, so that every later idea about the heads
+runs on CPU in minutes instead of repeating the GPU extraction.
+
+features.npz holds each split's features as float16 after a per-column affine code (each column of
+each view minus its training mean, over its training standard deviation), which keeps float16's
+precision for the variation the heads learn from, even for the tiny-scale features of random-init
+backbones; features_manifest.json says what they are. A run that extracts also trains on the decoded
+features, so a heads-only run on the cache gives the same submission as the run that made it.
+"""
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .config import InputError
+
+FEATURES_FILE = "features.npz"
+MANIFEST_FILE = "features_manifest.json"
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_features(directory, features, competition, config, weights, failed, commit):
+    """Write features.npz and features_manifest.json to `directory`; return the decoded features, as a
+    heads-only run will read them."""
+    train = features["train"]
+    mean = train.mean(axis=0)
+    std = np.where(train.std(axis=0) > 0, train.std(axis=0), 1).astype(np.float32)
+    coded = {split: ((values - mean) / std).astype(np.float16) for split, values in features.items()}
+    np.savez(Path(directory) / FEATURES_FILE, mean=mean, std=std, **coded)
+    manifest = {
+        "backbones": list(config.backbones),
+        "input_sizes": config.input_sizes,
+        "image_size": config.image_size,
+        "precision": config.precision,
+        "views": list(config.views),
+        "features": int(train.shape[-1]),
+        "train_ids": competition.train_ids,
+        "test_ids": competition.test_ids,
+        "unreadable": {split: [competition.ids(split)[index] for index in indices] for split, indices in failed.items()},
+        "weights_sha256": {name: file_sha256(path) for name, path in sorted(weights.items())} or "random-init (dry run)",
+        "seed": config.seed,
+        "package_commit": commit,
+    }
+    (Path(directory) / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
+    return {split: decode(values, mean, std) for split, values in coded.items()}
+
+
+def decode(coded, mean, std):
+    return coded.astype(np.float32) * std + mean
+
+
+def find_features(root):
+    """The folder under `root` that holds features_manifest.json (a kernel's attached output, at any depth)."""
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        subfolders.sort()
+        if MANIFEST_FILE in files and FEATURES_FILE in files:
+            return Path(folder)
+    raise InputError(f"features {root}: no folder holds {MANIFEST_FILE} and {FEATURES_FILE}; "
+                     "attach the output of a kernel that extracted them")
+
+
+def read_manifest(directory, competition, config):
+    """The manifest in `directory`, checked against the competition's ids and the configured views."""
+    path = Path(directory) / MANIFEST_FILE
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: not a readable manifest ({error})") from None
+    for split in ("train", "test"):
+        if manifest.get(f"{split}_ids") != competition.ids(split):
+            raise InputError(f"{path}: its {split} ids differ from the competition's (another dataset or order)")
+    if manifest.get("views") != list(config.views):
+        raise InputError(f"{path}: views {manifest.get('views')}: expected {list(config.views)} (the flips setting)")
+    return manifest
+
+
+def load_features(directory, manifest):
+    """The decoded float32 features {"train", "test"} (n, views, features) and the unreadable indices per split."""
+    with np.load(Path(directory) / FEATURES_FILE) as stored:
+        features = {split: decode(stored[split], stored["mean"], stored["std"]) for split in ("train", "test")}
+    failed = {
+        split: sorted(manifest[f"{split}_ids"].index(image_id) for image_id in manifest["unreadable"][split])
+        for split in ("train", "test")
+    }
+    return features, failed
+'''
+
 # ---- kaggle_src/train_heads.py ----
 SOURCES['kaggle_src.train_heads'] = r'''
 """Stage 4: stratified K-fold CV of dropout + softmax heads, one per fold and view, with out-of-fold scores.
@@ -1033,6 +1139,7 @@ import numpy as np
 
 from .config import InputError, add_config_arguments, config_from_arguments, warn
 from .extract_features import build_extractor, extract_features
+from .feature_cache import find_features, load_features, read_manifest, save_features
 from .find_inputs import default_input_root, default_output_dir, find_inputs, prepare_output_dir, read_competition
 from .load_images import load_images
 from .predict import class_prior, predict_test
@@ -1060,6 +1167,9 @@ def run(config, input_root, output_dir, build=None):
         competition_dir, weights = find_inputs(input_root, config)
         competition = read_competition(competition_dir)
         output_dir = prepare_output_dir(output_dir)
+        if config.features:
+            cache = find_features(config.features)
+            manifest = read_manifest(cache, competition, config)
     n_classes = len(competition.classes)
     print(
         f"{competition_dir}: {len(competition.train_ids)} train, {len(competition.test_ids)} test images, "
@@ -1068,18 +1178,28 @@ def run(config, input_root, output_dir, build=None):
     )
 
     # 2-3. Load each split as uint8 in background threads and extract its features batch by batch as
-    # the images come in, with one extractor, built once (random-init backbones differ on every build).
-    keras.utils.set_random_seed(config.seed)
-    with stage("extract_features"):
-        extractor = build_extractor(config, weights)
-    features, failed = {}, {}
+    # the images come in, with one extractor, built once (random-init backbones differ on every build);
+    # save them for heads-only runs. Or, in a heads-only run, read the features that such a run saved.
+    if config.features:
+        with stage("load_features"):
+            features, failed = load_features(cache, manifest)
+        print(f"features from {cache}: {', '.join(manifest['backbones'])}, extracted by {manifest['package_commit']}")
+    else:
+        keras.utils.set_random_seed(config.seed)
+        with stage("extract_features"):
+            extractor = build_extractor(config, weights)
+        features, failed = {}, {}
+        for split in ("train", "test"):
+            with stage("extract_features"):  # loading runs behind it: see seconds.load_images for its own time
+                images = load_images(competition.image_paths(split), config.image_size, config.n_jobs, desc=split)
+                features[split] = extract_features(extractor, images, config.extract_batch_size)
+            seconds["load_images"] += images.seconds
+            failed[split] = images.failed
+            del images
+        with stage("save_features"):
+            commit = build["commit"] if build else "unbuilt (python -m kaggle_src)"
+            features = save_features(output_dir, features, competition, config, weights, failed, commit)
     for split in ("train", "test"):
-        with stage("extract_features"):  # loading runs behind it: see seconds.load_images for its own time
-            images = load_images(competition.image_paths(split), config.image_size, config.n_jobs, desc=split)
-            features[split] = extract_features(extractor, images, config.extract_batch_size)
-        seconds["load_images"] += images.seconds
-        failed[split] = images.failed
-        del images
         warn_unreadable(competition, split, failed[split], config.n_folds)
 
     # 4. Train one head per fold and view on the readable training images; keep the out-of-fold predictions.

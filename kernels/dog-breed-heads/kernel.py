@@ -1,0 +1,1338 @@
+"""Dog Breed Identification by transfer learning: one offline Kaggle kernel.
+
+Reads the features that the dog-breed-xception-inception kernel saved (its output, attached as
+an input), checks them against the competition, trains 5-fold x 2-view dropout +
+softmax heads on the CPU, and writes the mean of their predictions to
+/kaggle/working/submission.csv, with the cross-validated scores in metrics.json.
+
+Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
+    source commit:   1f729ac
+    sources sha256:  4de2231598aabce6bb6ecd72ea5a04e15099ffac262fc44d463d4adccb2bd7e7
+    build settings:  features='/kaggle/input'
+    configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
+                     dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5,
+                     head_batch_size=128, extract_batch_size=0, precision='auto', xla='auto',
+                     n_jobs=-1, seed=2017, dry_run=False, features='/kaggle/input',
+                     weights_dataset=''
+Run here:   python kernel.py --input-root input_stub --output-dir heads --dry-run --features working
+            (after the full kernel's dry run wrote working/)
+On Kaggle:  no arguments: /kaggle/input (the full kernel's output attached) -> /kaggle/working.
+"""
+import importlib.abc
+import importlib.util
+import linecache
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
+
+BUILD_SETTINGS = {'features': '/kaggle/input'}  # Config values chosen at build time; command-line flags still win
+BUILD = {'commit': '1f729ac', 'sources_sha256': '4de2231598aabce6bb6ecd72ea5a04e15099ffac262fc44d463d4adccb2bd7e7', 'settings': {'features': '/kaggle/input'}}
+
+# The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
+SOURCES = {}
+# ---- kaggle_src/__init__.py ----
+SOURCES['kaggle_src'] = r'''
+"""Dog Breed Identification by transfer learning: Xception + InceptionV3 features, 5-fold x 2-view dense heads.
+
+Stages, one module each: find_inputs, load_images, extract_features, train_heads, predict,
+write_outputs; pipeline runs them in order. Run with `python -m kaggle_src --help`.
+"""
+'''
+
+# ---- kaggle_src/config.py ----
+SOURCES['kaggle_src.config'] = r'''
+"""Every setting of a run in one place, with the seed's values as defaults, checked at the door."""
+import argparse
+import dataclasses
+import sys
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+from .backbones import BACKBONES
+
+DRY_RUN_IMAGE_SIZE = 96  # what --dry-run uses unless --image-size is given
+PRECISIONS = ("auto", "float32", "float16", "bfloat16")
+XLA_MODES = ("auto", "on", "off")
+
+
+class InputError(ValueError):
+    """Bad configuration or input files: reported as one line, before any heavy work starts."""
+
+
+def warn(message):
+    """Report a problem the run survives: one line on stderr, on a line of its own even while a progress bar runs."""
+    tqdm.write(f"warning: {message}", file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class Config:
+    backbones: tuple[str, ...] = ("xception", "inception_v3")
+    image_size: int = 299  # side images are loaded at; the backbone with the largest native size runs at it
+    flips: bool = True  # also train on, and predict, the horizontally flipped view
+    n_folds: int = 5
+    dropout: float = 0.5
+    learning_rate: float = 1e-3
+    max_epochs: int = 50
+    patience: int = 5  # epochs without a better validation loss before a head stops
+    head_batch_size: int = 128
+    extract_batch_size: int = 0  # images per extraction batch; 0: from free GPU memory (64 without a GPU)
+    precision: str = "auto"  # backbones' compute dtype; auto: float16 on T4-class GPUs, bfloat16 on newer, else float32
+    xla: str = "auto"  # compile the extractor with XLA; auto: Keras' choice (on for one GPU, off on CPU or several)
+    n_jobs: int = -1  # image-decoding threads (-1: one per core)
+    seed: int = 2017
+    dry_run: bool = False  # random-init backbones: no weight files, for CPU and CI
+    features: str = ""  # a folder to search for cached features (features_manifest.json) instead of extracting
+    weights_dataset: str = ""  # Kaggle dataset with every backbone's .h5 file ("": each backbone's known one)
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not _has_type(value, field.type):
+                raise InputError(f"config {field.name}={value!r}: expected {_type_name(field.type)}")
+        unknown = [name for name in self.backbones if name not in BACKBONES]
+        if unknown or not self.backbones:
+            raise InputError(
+                f"config backbones={','.join(self.backbones)!r}: expected one or more of {', '.join(BACKBONES)}"
+            )
+        smallest = max(
+            -(-BACKBONES[name].min_size * self.native_size // BACKBONES[name].native_size) for name in self.backbones
+        )
+        if self.image_size < smallest:
+            raise InputError(f"config image_size={self.image_size}: expected at least {smallest} for these backbones")
+        _check_at_least(self, "n_folds", 2)
+        for name in ("max_epochs", "head_batch_size"):
+            _check_at_least(self, name, 1)
+        for name in ("patience", "extract_batch_size"):
+            _check_at_least(self, name, 0)
+        if self.precision not in PRECISIONS:
+            raise InputError(f"config precision={self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if self.xla not in XLA_MODES:
+            raise InputError(f"config xla={self.xla!r}: expected one of {', '.join(XLA_MODES)}")
+        if not 0 <= self.dropout < 1:
+            raise InputError(f"config dropout={self.dropout}: expected a value in [0, 1)")
+        if not self.learning_rate > 0:
+            raise InputError(f"config learning_rate={self.learning_rate}: expected a positive number")
+        if self.n_jobs == 0 or self.n_jobs < -1:
+            raise InputError(f"config n_jobs={self.n_jobs}: expected a positive count or -1 (all cores)")
+
+    @property
+    def native_size(self):
+        """The largest native input size among the backbones: the size `image_size` stands for."""
+        return max(BACKBONES[name].native_size for name in self.backbones)
+
+    @property
+    def input_sizes(self):
+        """{backbone: its input side}: its native size scaled by image_size / native_size, so that each
+        backbone sees the images at its own resolution and a bigger image_size enlarges them all."""
+        return {name: round(BACKBONES[name].native_size * self.image_size / self.native_size) for name in self.backbones}
+
+    @property
+    def weights_datasets(self):
+        """{backbone: the Kaggle dataset to attach for its weights}: weights_dataset if set, else the known one."""
+        return {name: self.weights_dataset or BACKBONES[name].dataset for name in self.backbones}
+
+    @property
+    def views(self):
+        """Names of the image views features are extracted for, in feature order."""
+        return ("original", "flipped") if self.flips else ("original",)
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+def make_config(**overrides):
+    """A Config from the defaults and `overrides`. Unless one is given, the image size is the backbones'
+    largest native size, or the small dry-run size."""
+    if "image_size" in overrides:
+        return Config(**overrides)
+    if overrides.get("dry_run"):
+        return Config(**overrides, image_size=DRY_RUN_IMAGE_SIZE)
+    config = Config(**overrides)
+    return dataclasses.replace(config, image_size=config.native_size)
+
+
+def parse_value(name, text):
+    """Turn the text `text` into a value for the Config field `name` (for flags and key=value settings)."""
+    field = {f.name: f for f in dataclasses.fields(Config)}.get(name)
+    if field is None:
+        raise InputError(f"config key {name!r}: expected one of {', '.join(f.name for f in dataclasses.fields(Config))}")
+    try:
+        if field.type is bool:
+            lowered = text.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return lowered in ("true", "1", "yes")
+        if field.type == tuple[str, ...]:
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        return field.type(text)
+    except ValueError:
+        raise InputError(f"config {name}={text!r}: expected {_type_name(field.type)}") from None
+
+
+def add_config_arguments(parser):
+    """One command-line flag per Config field (--image-size, --flips/--no-flips, ...), defaulting to unset."""
+    for field in dataclasses.fields(Config):
+        flag = "--" + field.name.replace("_", "-")
+        if field.type is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                metavar=field.name.upper(),
+                type=lambda text, name=field.name: _parse_flag(name, text),
+                default=None,
+                help=f"default: {_default_text(field)}",
+            )
+
+
+def config_from_arguments(args, settings=None):
+    """The Config that parsed flags ask for: the defaults, then `settings`, then each flag given."""
+    names = [f.name for f in dataclasses.fields(Config)]
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    return make_config(**{**(settings or {}), **given})
+
+
+def _parse_flag(name, text):
+    try:
+        return parse_value(name, text)
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _has_type(value, expected):
+    if expected == tuple[str, ...]:
+        return isinstance(value, tuple) and all(isinstance(item, str) for item in value)
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def _type_name(expected):
+    if expected == tuple[str, ...]:
+        return "a comma-separated list of names"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[expected]
+
+
+def _check_at_least(config, name, minimum):
+    if getattr(config, name) < minimum:
+        raise InputError(f"config {name}={getattr(config, name)}: expected at least {minimum}")
+
+
+def _default_text(field):
+    return ",".join(field.default) if isinstance(field.default, tuple) else str(field.default)
+'''
+
+# ---- kaggle_src/backbones.py ----
+SOURCES['kaggle_src.backbones'] = r'''
+"""The pretrained backbones features can come from: what Keras calls them, how they want their input,
+and which file (and Kaggle dataset) holds their ImageNet weights.
+
+Pure data, no TensorFlow import, so that configuration and input checks stay instant. Xception and
+InceptionV3 are the seed's pair; every other keras.applications backbone is available by name, and
+any subset is concatenated.
+"""
+from dataclasses import dataclass
+
+KERAS_PRETRAINED = "gaborfodor/keras-pretrained-models"  # holds the classic backbones' .h5 files
+
+# How each family scales RGB uint8 input, as its keras.applications preprocess_input does:
+#   "tf": x / 127.5 - 1;  "caffe": BGR order, ImageNet means subtracted;  "torch": x / 255, then
+#   ImageNet mean and std;  "raw": the model scales its own input (EfficientNet, ConvNeXt, MobileNetV3).
+PREPROCESSING = ("tf", "caffe", "torch", "raw")
+
+
+@dataclass(frozen=True)
+class Backbone:
+    constructor: str  # attribute of keras.applications
+    weights_file: str  # Keras' own file name for the ImageNet no-top weights
+    native_size: int  # the input side its ImageNet weights were trained at
+    features: int  # width of its global-average-pooled output
+    preprocessing: str  # one of PREPROCESSING
+    min_size: int = 32  # smallest input side the architecture accepts
+    dataset: str = ""  # a Kaggle dataset known to hold weights_file ("": none known; set weights_dataset)
+
+
+def _keras_file(stem):
+    return f"{stem}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+BACKBONES = {
+    "xception": Backbone("Xception", _keras_file("xception"), 299, 2048, "tf", 71, KERAS_PRETRAINED),
+    "inception_v3": Backbone("InceptionV3", _keras_file("inception_v3"), 299, 2048, "tf", 75, KERAS_PRETRAINED),
+    "inception_resnet_v2": Backbone(
+        "InceptionResNetV2", _keras_file("inception_resnet_v2"), 299, 1536, "tf", 75, KERAS_PRETRAINED
+    ),
+    "nasnet_large": Backbone("NASNetLarge", "NASNet-large-no-top.h5", 331, 4032, "tf", 32, KERAS_PRETRAINED),
+    "nasnet_mobile": Backbone("NASNetMobile", "NASNet-mobile-no-top.h5", 224, 1056, "tf"),
+    "resnet50": Backbone("ResNet50", _keras_file("resnet50"), 224, 2048, "caffe"),
+    "resnet101": Backbone("ResNet101", _keras_file("resnet101"), 224, 2048, "caffe"),
+    "resnet152": Backbone("ResNet152", _keras_file("resnet152"), 224, 2048, "caffe"),
+    "resnet50_v2": Backbone("ResNet50V2", _keras_file("resnet50v2"), 224, 2048, "tf"),
+    "resnet101_v2": Backbone("ResNet101V2", _keras_file("resnet101v2"), 224, 2048, "tf"),
+    "resnet152_v2": Backbone("ResNet152V2", _keras_file("resnet152v2"), 224, 2048, "tf"),
+    "vgg16": Backbone("VGG16", _keras_file("vgg16"), 224, 512, "caffe"),
+    "vgg19": Backbone("VGG19", _keras_file("vgg19"), 224, 512, "caffe"),
+    "densenet121": Backbone("DenseNet121", _keras_file("densenet121"), 224, 1024, "torch"),
+    "densenet169": Backbone("DenseNet169", _keras_file("densenet169"), 224, 1664, "torch"),
+    "densenet201": Backbone("DenseNet201", _keras_file("densenet201"), 224, 1920, "torch"),
+    "mobilenet_v2": Backbone(
+        "MobileNetV2", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5", 224, 1280, "tf"
+    ),
+    **{
+        f"efficientnet_b{index}": Backbone(f"EfficientNetB{index}", f"efficientnetb{index}_notop.h5", size, width, "raw")
+        for index, (size, width) in enumerate(
+            [(224, 1280), (240, 1280), (260, 1408), (300, 1536), (380, 1792), (456, 2048), (528, 2304), (600, 2560)]
+        )
+    },
+    **{
+        f"efficientnet_v2_{name}": Backbone(f"EfficientNetV2{name.upper()}", f"efficientnetv2-{name}_notop.h5", size, 1280, "raw")
+        for name, size in [("s", 384), ("m", 480), ("l", 480)]
+    },
+    **{
+        f"convnext_{name}": Backbone(f"ConvNeXt{name.title()}", f"convnext_{name}_notop.h5", 224, width, "raw")
+        for name, width in [("tiny", 768), ("small", 768), ("base", 1024), ("large", 1536), ("xlarge", 2048)]
+    },
+}
+'''
+
+# ---- kaggle_src/find_inputs.py ----
+SOURCES['kaggle_src.find_inputs'] = r'''
+"""Stage 1: find the competition files and the backbone weights under an input root, and read the tables.
+
+Kaggle has changed how it nests /kaggle/input before, so nothing here hard-codes a path below the
+root: the competition folder is whichever folder holds both CSVs, and each weights file is found by
+its Keras file name.
+"""
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .backbones import BACKBONES
+from .config import InputError, warn
+
+KAGGLE_INPUT = Path("/kaggle/input")
+KAGGLE_WORKING = Path("/kaggle/working")
+LABELS_CSV = "labels.csv"
+SAMPLE_SUBMISSION_CSV = "sample_submission.csv"
+
+
+@dataclass(frozen=True)
+class Competition:
+    """The competition's tables, with classes in sample_submission.csv's column order."""
+
+    directory: Path
+    classes: list
+    train_ids: list
+    train_labels: np.ndarray  # index into `classes` for each train id
+    test_ids: list  # in sample_submission.csv's row order
+
+    def ids(self, split):
+        return self.train_ids if split == "train" else self.test_ids
+
+    def image_paths(self, split):
+        return [self.directory / split / f"{image_id}.jpg" for image_id in self.ids(split)]
+
+
+def default_input_root():
+    return KAGGLE_INPUT if KAGGLE_INPUT.is_dir() else Path("input_stub")
+
+
+def default_output_dir():
+    return KAGGLE_WORKING if KAGGLE_WORKING.is_dir() else Path("working")
+
+
+def find_inputs(input_root, config):
+    """Return (competition folder, {backbone: weights file}) found under `input_root`.
+
+    Dry runs use random-init backbones and need no weights files. A missing file is an
+    InputError naming it and the dataset that holds it: nothing is ever downloaded.
+    """
+    input_root = Path(input_root)
+    if not input_root.is_dir():
+        raise InputError(f"input root {input_root}: not a folder")
+    wanted = {BACKBONES[name].weights_file: name for name in config.backbones}
+    competition_dirs, lone_csvs, weights = [], [], {}
+    for folder, subfolders, files in os.walk(input_root, followlinks=True):
+        subfolders.sort()
+        csvs = sorted({LABELS_CSV, SAMPLE_SUBMISSION_CSV} & set(files))
+        if len(csvs) == 2:
+            competition_dirs.append(Path(folder))
+            subfolders[:] = [name for name in subfolders if name not in ("train", "test")]
+        elif csvs:
+            lone_csvs.append(Path(folder) / csvs[0])
+        for name in sorted(set(files) & wanted.keys()):
+            weights.setdefault(wanted[name], Path(folder) / name)
+    if not competition_dirs and lone_csvs:
+        other = SAMPLE_SUBMISSION_CSV if lone_csvs[0].name == LABELS_CSV else LABELS_CSV
+        raise InputError(f"{lone_csvs[0].with_name(other)}: file not found (beside {lone_csvs[0].name})")
+    if not competition_dirs:
+        raise InputError(
+            f"input root {input_root}: no folder holds both {LABELS_CSV} and {SAMPLE_SUBMISSION_CSV}; "
+            "attach the dog-breed-identification competition"
+        )
+    if config.dry_run or config.features:  # random-init backbones, or no backbones at all
+        weights = {}
+    else:
+        for name in config.backbones:
+            if name not in weights:
+                raise InputError(
+                    f"weights file {BACKBONES[name].weights_file} not found under {input_root}; "
+                    + (f"attach the Kaggle dataset {config.weights_datasets[name]}" if config.weights_datasets[name]
+                       else "attach a Kaggle dataset that holds it and set weights_dataset")
+                    + " (or use --dry-run)"
+                )
+    return min(competition_dirs, key=lambda path: len(path.parts)), weights
+
+
+def read_competition(directory):
+    """Read labels.csv and sample_submission.csv, check that they agree and that the image folders exist.
+
+    An id listed twice in labels.csv with the same breed is counted once, with a warning; with two
+    breeds it stops the run. Cells are stripped of surrounding spaces; a BOM and CRLF line ends are fine.
+    """
+    directory = Path(directory)
+    labels = _read_csv(directory / LABELS_CSV, required=("id", "breed"))
+    sample = _read_csv(directory / SAMPLE_SUBMISSION_CSV, required=("id",))
+    classes = list(sample.columns[1:])
+    if sample.columns[0] != "id" or not classes:
+        raise InputError(f"{directory / SAMPLE_SUBMISSION_CSV}: expected columns id, then one per breed")
+    _check_unique(sample["id"], directory / SAMPLE_SUBMISSION_CSV)
+    labels = _drop_repeated_labels(labels, directory / LABELS_CSV)
+    for split in ("train", "test"):
+        if not (directory / split).is_dir():
+            raise InputError(f"{directory / split}: folder not found; expected the {split} images as <id>.jpg there")
+    unknown = sorted(set(labels["breed"]) - set(classes))
+    if unknown:
+        raise InputError(
+            f"{directory / LABELS_CSV}: breed {unknown[0]!r} is not a column of {SAMPLE_SUBMISSION_CSV}"
+            + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+        )
+    class_index = {name: index for index, name in enumerate(classes)}
+    return Competition(
+        directory=directory,
+        classes=classes,
+        train_ids=labels["id"].tolist(),
+        train_labels=labels["breed"].map(class_index).to_numpy(np.int64),
+        test_ids=sample["id"].tolist(),
+    )
+
+
+def prepare_output_dir(path):
+    """Create the output folder and make sure it can be written, before any heavy work."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise InputError(f"output dir {path}: cannot be written ({error.strerror or error})") from None
+    return path
+
+
+def _read_csv(path, required):
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        table = pd.read_csv(path, dtype=str, encoding="utf-8-sig")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: not a readable CSV ({str(error).splitlines()[0]})") from None
+    table.columns = [str(column).strip() for column in table.columns]
+    missing = [column for column in required if column not in table.columns]
+    if missing:
+        raise InputError(f"{path}: missing column {missing[0]!r} (has {', '.join(table.columns[:5])})")
+    if table.empty:
+        raise InputError(f"{path}: no rows")
+    for column in required:
+        table[column] = table[column].str.strip()
+        blank = table.index[table[column].fillna("") == ""]
+        if len(blank):
+            raise InputError(f"{path}: data row {blank[0] + 1} has no {column}")
+    return table
+
+
+def _check_unique(ids, path):
+    duplicated = ids[ids.duplicated()]
+    if not duplicated.empty:
+        raise InputError(f"{path}: id {duplicated.iloc[0]!r} appears more than once")
+
+
+def _drop_repeated_labels(labels, path):
+    """`labels` with each id once: a repeat with another breed is an InputError, one with the same breed a warning."""
+    repeats = labels[labels["id"].duplicated(keep=False)]
+    breeds = repeats.groupby("id", sort=False)["breed"].unique()
+    conflicting = breeds[breeds.map(len) > 1]
+    if len(conflicting):
+        raise InputError(
+            f"{path}: id {conflicting.index[0]!r} appears with different breeds ({', '.join(conflicting.iloc[0])})"
+        )
+    if len(breeds):
+        more = f" and {len(breeds) - 1} more" if len(breeds) > 1 else ""
+        warn(f"{path}: id {breeds.index[0]!r}{more} listed more than once with the same breed; counted once")
+    return labels.drop_duplicates("id").reset_index(drop=True)
+'''
+
+# ---- kaggle_src/load_images.py ----
+SOURCES['kaggle_src.load_images'] = r'''
+"""Stage 2: decode every image into one preallocated uint8 RGB array, in background threads.
+
+uint8 keeps the training set at 299x299 to 2.7 GB (float32 would be 11 GB); the cast and scaling
+happen on the device, in the feature extractor. OpenCV decodes as BGR, so each image is turned to
+RGB here, once. OpenCV releases the GIL while decoding and resizing, so threads scale across
+cores and write straight into the shared array, with no copies between processes.
+
+Loading starts at once and runs behind the caller: `LoadedImages.batches` hands out each batch as
+soon as its images are in, so the GPU extracts features from one batch while the next are decoded.
+"""
+import threading
+import time
+
+import cv2
+import numpy as np
+from joblib import Parallel, delayed
+from tqdm.auto import tqdm
+
+from .config import warn
+
+
+def load_image(path, size):
+    """One image as a (size, size, 3) uint8 RGB array, or None when the file is missing, empty or not decodable.
+
+    The format comes from the bytes, not the name (a PNG behind .jpg decodes); greyscale, alpha and CMYK
+    images become RGB, and EXIF orientation is applied. A truncated JPEG that OpenCV decodes in part
+    (4.x does; 5.x refuses it) is used, with a warning naming the file.
+    """
+    try:
+        data = np.fromfile(path, np.uint8)  # not cv2.imread: it logs its own line for a missing file
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except (OSError, cv2.error):  # cv2.error: e.g. a header claiming more pixels than OpenCV's limit
+        return None
+    if image is None:
+        return None
+    if data[:2].tobytes() == b"\xff\xd8" and data[-2:].tobytes() != b"\xff\xd9":
+        warn(f"{path}: JPEG without its end-of-image marker (truncated?); using the part that decodes")
+    image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+class LoadedImages:
+    """`paths` decoded in order into `array` (n, size, size, 3) uint8 by `n_jobs` threads, in the background.
+
+    Rows of images that could not be read stay zero; their indices are in `failed` once loading is done.
+    """
+
+    def __init__(self, paths, size, n_jobs=-1, desc="images"):
+        self.paths, self.size, self.n_jobs, self.desc = list(paths), size, n_jobs, desc
+        self.array = np.zeros((len(self.paths), size, size, 3), np.uint8)
+        self.failed = []
+        self.seconds = 0.0  # wall time from the start to the last image in
+        self._loaded = 0  # images 0 .. _loaded-1 are in
+        self._error = None
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._load, name=f"load {desc}", daemon=True)
+        self._thread.start()
+
+    def __len__(self):
+        return len(self.paths)
+
+    def _load(self):
+        def load_into(index):
+            image = load_image(self.paths[index], self.size)
+            if image is not None:
+                self.array[index] = image
+            return image is not None
+
+        started = time.perf_counter()
+        try:
+            done = Parallel(n_jobs=self.n_jobs, prefer="threads", return_as="generator")(
+                delayed(load_into)(index) for index in range(len(self.paths))
+            )
+            progress = tqdm(done, total=len(self.paths), desc=f"load {self.desc}", unit="img", mininterval=2)
+            for index, loaded in enumerate(progress):
+                with self._changed:
+                    if not loaded:
+                        self.failed.append(index)
+                    self._loaded = index + 1
+                    self.seconds = time.perf_counter() - started
+                    self._changed.notify_all()
+        except BaseException as error:  # handed to the consumer, which is waiting on this thread
+            with self._changed:
+                self._error = error
+                self._changed.notify_all()
+
+    def _wait_for(self, count):
+        with self._changed:
+            self._changed.wait_for(lambda: self._loaded >= count or self._error is not None)
+            if self._error is not None:
+                raise self._error
+
+    def batches(self, batch_size):
+        """Consecutive slices of `array` of `batch_size` images, each yielded as soon as it is loaded."""
+        for start in range(0, len(self), batch_size):
+            stop = min(start + batch_size, len(self))
+            self._wait_for(stop)
+            yield self.array[start:stop]
+
+    def result(self):
+        """The whole array, once every image is loaded."""
+        self._wait_for(len(self))
+        return self.array
+
+
+def load_images(paths, size, n_jobs=-1, desc="images"):
+    """Start decoding `paths` into one uint8 RGB array behind a progress bar; returns LoadedImages at once."""
+    return LoadedImages(paths, size, n_jobs, desc)
+'''
+
+# ---- kaggle_src/extract_features.py ----
+SOURCES['kaggle_src.extract_features'] = r'''
+"""Stage 3: the 4096-d Xception + InceptionV3 features of each image and of its horizontal flip.
+
+One Keras model does it all on the device: it takes a uint8 batch, casts and scales it to [-1, 1]
+(both backbones' preprocessing), adds the flipped copy of the same batch, runs each backbone once
+over both views and returns the concatenated pooled features as (batch, views, features). So each
+image crosses to the GPU once, as uint8, and the data is passed over once — where the seed ran
+`predict` four times over float32 host copies.
+
+On the GPU the backbones compute in float16 (T4-class tensor cores) or bfloat16 (Ampere and newer)
+while features come back as float32; with two or more GPUs (Kaggle's T4 x2) every batch is split
+across them by a MirroredStrategy. Batches are fed from the background image loader through
+tf.data, so decoding overlaps the GPU's work; the batch size follows the free GPU memory, and an
+out-of-memory error halves it instead of ending the run.
+"""
+import subprocess
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from .backbones import BACKBONES
+
+CPU_BATCH_SIZE = 64  # images per batch without a GPU
+MAX_BATCH_SIZE = 512  # images per replica at most, however much memory is free
+MEMORY_FRACTION = 0.5  # of the free GPU memory that a batch's activations may take, by our estimate
+IMAGENET_BGR_MEAN = [103.939, 116.779, 123.68]  # "caffe" preprocessing
+IMAGENET_RGB_MEAN, IMAGENET_RGB_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # "torch" preprocessing
+LIVE_OUTPUTS = 4  # layer outputs alive at once in inference: input, output, a residual branch, workspace
+
+
+def build_backbone(name, image_size, weights_path=None):
+    """Backbone `name` without its top, average-pooled; ImageNet weights from a local legacy .h5 file.
+
+    `weights_path=None` gives random-init weights (dry runs). Never downloads anything.
+    """
+    constructor = getattr(keras.applications, BACKBONES[name].constructor)
+    return constructor(
+        include_top=False,
+        weights=None if weights_path is None else str(weights_path),
+        input_shape=(image_size, image_size, 3),
+        pooling="avg",
+    )
+
+
+def compute_dtype(precision):
+    """The dtype the backbones compute in: `precision`, or for "auto" the fastest that the first GPU supports."""
+    if precision != "auto":
+        return precision
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "float32"
+    capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+    return "bfloat16" if capability >= (8, 0) else "float16" if capability >= (7, 0) else "float32"
+
+
+def distribution_strategy(devices=None):
+    """A MirroredStrategy over `devices` (default: every GPU) when there are two or more, else the default strategy."""
+    devices = devices or [device.name for device in tf.config.list_logical_devices("GPU")]
+    return tf.distribute.MirroredStrategy(devices) if len(devices) > 1 else tf.distribute.get_strategy()
+
+
+def build_extractor(config, weights=None, devices=None):
+    """One model: uint8 images (batch, size, size, 3) -> float32 features (batch, views, sum of widths).
+
+    Backbones are built from `weights` ({name: .h5 path}; a missing name is random-init) in the
+    configured precision, under the distribution strategy, with XLA as configured.
+    """
+    dtype = compute_dtype(config.precision)
+    strategy = distribution_strategy(devices)
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32" if dtype == "float32" else f"mixed_{dtype}")
+    try:
+        with strategy.scope():
+            backbones = {name: build_backbone(name, size, (weights or {}).get(name)) for name, size in config.input_sizes.items()}
+            extractor = fuse_views(backbones, config.image_size, config.flips)
+            extractor.compile(jit_compile={"auto": "auto", "on": True, "off": False}[config.xla])
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    sizes = ", ".join(f"{name} at {size}px" for name, size in config.input_sizes.items())
+    print(f"extractor: {sizes} in {dtype} on "
+          f"{strategy.num_replicas_in_sync} replica(s), XLA {'on' if extractor.jit_compile else 'off'}")
+    return extractor
+
+
+def fuse_views(backbones, image_size, flips=True):
+    """The extractor model around already built `backbones` ({name: model}): on the device, each backbone
+    gets the views resized to its own input size and scaled its own way; the features are concatenated."""
+    images = keras.Input((image_size, image_size, 3), dtype="uint8", name="images")
+    pixels = ops.cast(images, next(iter(backbones.values())).compute_dtype)
+    views = [pixels, ops.flip(pixels, axis=2)] if flips else [pixels]
+    stacked = ops.concatenate(views, axis=0)  # (views * batch, ...): one backbone call per batch
+    features = []
+    for name, backbone in backbones.items():
+        size = backbone.input_shape[1]
+        resized = stacked if size == image_size else ops.image.resize(stacked, (size, size), antialias=True)
+        features.append(ops.cast(backbone(preprocess(resized, BACKBONES[name].preprocessing)), "float32"))
+    per_view = ops.stack(ops.split(ops.concatenate(features, axis=-1), len(views), axis=0), axis=1)
+    return keras.Model(images, per_view, name="extractor")
+
+
+def preprocess(pixels, mode):
+    """RGB pixels in [0, 255] scaled as keras.applications' preprocess_input does for `mode` (see backbones.py)."""
+    if mode == "tf":
+        return pixels / 127.5 - 1.0
+    if mode == "caffe":
+        return ops.flip(pixels, axis=-1) - ops.cast(IMAGENET_BGR_MEAN, pixels.dtype)
+    if mode == "torch":
+        return (pixels / 255.0 - ops.cast(IMAGENET_RGB_MEAN, pixels.dtype)) / ops.cast(IMAGENET_RGB_STD, pixels.dtype)
+    return pixels
+
+
+def free_gpu_memory():
+    """Free bytes on the first GPU as nvidia-smi reports them, or None without a GPU or nvidia-smi."""
+    if not tf.config.list_physical_devices("GPU"):
+        return None
+    try:
+        output = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout
+        return int(output.split()[0]) * 2**20
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def activation_bytes(extractor):
+    """Estimated device memory that inference over one image (all its views) keeps alive at once.
+
+    The backbones run one after the other and free each layer's input after use, so the peak is a few
+    layer outputs of the widest backbone: LIVE_OUTPUTS times its largest, in its compute dtype, per view.
+    """
+    views = extractor.output.shape[1]
+    largest = max(
+        int(np.prod(layer.output.shape[1:])) * np.dtype(layer.compute_dtype).itemsize
+        for backbone in extractor.layers
+        if isinstance(backbone, keras.Model)
+        for layer in backbone.layers
+    )
+    return views * LIVE_OUTPUTS * largest
+
+
+def choose_batch_size(extractor, free_bytes, replicas):
+    """Images per batch: the largest power of two per replica whose activations fit in MEMORY_FRACTION of
+    `free_bytes` (at most MAX_BATCH_SIZE), times `replicas`; CPU_BATCH_SIZE when the free memory is unknown."""
+    if free_bytes is None:
+        return CPU_BATCH_SIZE
+    per_replica = max(1, int(free_bytes * MEMORY_FRACTION) // activation_bytes(extractor))
+    per_replica = min(MAX_BATCH_SIZE, 2 ** int(np.log2(per_replica)))
+    return per_replica * replicas
+
+
+def extract_features(extractor, images, batch_size=0):
+    """Run the extractor over LoadedImages; returns float32 (n_images, views, features).
+
+    Batches stream in from the loader as they are decoded. `batch_size` 0 chooses it from the free GPU
+    memory; out of memory, the batch is halved and the split started again.
+    """
+    replicas = extractor.distribute_strategy.num_replicas_in_sync
+    batch_size = batch_size or choose_batch_size(extractor, free_gpu_memory(), replicas)
+    while True:
+        try:
+            return _predict(extractor, images, batch_size)
+        except tf.errors.ResourceExhaustedError:
+            if batch_size <= 1:
+                raise
+            batch_size = max(1, batch_size // 2)
+            print(f"out of GPU memory: extracting again with {batch_size} images per batch")
+
+
+def _predict(extractor, images, batch_size):
+    size = extractor.input_shape[1]
+    dataset = tf.data.Dataset.from_generator(
+        lambda: images.batches(batch_size),
+        output_signature=tf.TensorSpec((None, size, size, 3), tf.uint8),
+    ).apply(tf.data.experimental.assert_cardinality(-(-len(images) // batch_size))).prefetch(2)
+    print(f"extract {images.desc}: {len(images)} images, {batch_size} per batch")
+    features = extractor.predict(dataset, verbose=0)
+    return np.asarray(features, np.float32)
+'''
+
+# ---- kaggle_src/feature_cache.py ----
+SOURCES['kaggle_src.feature_cache'] = r'''
+"""Features as a reusable output: saved beside the submission, so that every later idea about the heads
+runs on CPU in minutes instead of repeating the GPU extraction.
+
+features.npz holds each split's features as float16 after a per-column affine code (each column of
+each view minus its training mean, over its training standard deviation), which keeps float16's
+precision for the variation the heads learn from, even for the tiny-scale features of random-init
+backbones; features_manifest.json says what they are. A run that extracts also trains on the decoded
+features, so a heads-only run on the cache gives the same submission as the run that made it.
+"""
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .config import InputError
+
+FEATURES_FILE = "features.npz"
+MANIFEST_FILE = "features_manifest.json"
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_features(directory, features, competition, config, weights, failed, commit):
+    """Write features.npz and features_manifest.json to `directory`; return the decoded features, as a
+    heads-only run will read them."""
+    train = features["train"]
+    mean = train.mean(axis=0)
+    std = np.where(train.std(axis=0) > 0, train.std(axis=0), 1).astype(np.float32)
+    coded = {split: ((values - mean) / std).astype(np.float16) for split, values in features.items()}
+    np.savez(Path(directory) / FEATURES_FILE, mean=mean, std=std, **coded)
+    manifest = {
+        "backbones": list(config.backbones),
+        "input_sizes": config.input_sizes,
+        "image_size": config.image_size,
+        "precision": config.precision,
+        "views": list(config.views),
+        "features": int(train.shape[-1]),
+        "train_ids": competition.train_ids,
+        "test_ids": competition.test_ids,
+        "unreadable": {split: [competition.ids(split)[index] for index in indices] for split, indices in failed.items()},
+        "weights_sha256": {name: file_sha256(path) for name, path in sorted(weights.items())} or "random-init (dry run)",
+        "seed": config.seed,
+        "package_commit": commit,
+    }
+    (Path(directory) / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
+    return {split: decode(values, mean, std) for split, values in coded.items()}
+
+
+def decode(coded, mean, std):
+    return coded.astype(np.float32) * std + mean
+
+
+def find_features(root):
+    """The folder under `root` that holds features_manifest.json (a kernel's attached output, at any depth)."""
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        subfolders.sort()
+        if MANIFEST_FILE in files and FEATURES_FILE in files:
+            return Path(folder)
+    raise InputError(f"features {root}: no folder holds {MANIFEST_FILE} and {FEATURES_FILE}; "
+                     "attach the output of a kernel that extracted them")
+
+
+def read_manifest(directory, competition, config):
+    """The manifest in `directory`, checked against the competition's ids and the configured views."""
+    path = Path(directory) / MANIFEST_FILE
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: not a readable manifest ({error})") from None
+    for split in ("train", "test"):
+        if manifest.get(f"{split}_ids") != competition.ids(split):
+            raise InputError(f"{path}: its {split} ids differ from the competition's (another dataset or order)")
+    if manifest.get("views") != list(config.views):
+        raise InputError(f"{path}: views {manifest.get('views')}: expected {list(config.views)} (the flips setting)")
+    return manifest
+
+
+def load_features(directory, manifest):
+    """The decoded float32 features {"train", "test"} (n, views, features) and the unreadable indices per split."""
+    with np.load(Path(directory) / FEATURES_FILE) as stored:
+        features = {split: decode(stored[split], stored["mean"], stored["std"]) for split in ("train", "test")}
+    failed = {
+        split: sorted(manifest[f"{split}_ids"].index(image_id) for image_id in manifest["unreadable"][split])
+        for split in ("train", "test")
+    }
+    return features, failed
+'''
+
+# ---- kaggle_src/train_heads.py ----
+SOURCES['kaggle_src.train_heads'] = r'''
+"""Stage 4: stratified K-fold CV of dropout + softmax heads, one per fold and view, with out-of-fold scores.
+
+All heads train together, as in the seed's ten sequential fits but in one loop: each step draws every
+head's next batch of its own shuffled training rows, applies each head to its own view with one
+batched matmul, and updates all heads with one Adam step, whose updates are per weight, so the heads
+stay independent. Each head stops early on its own validation loss, keeps its best epoch's weights,
+and leaves the loop, so a head costs what its sequential fit would: no wasted rows, no wasted epochs.
+
+Each head standardises its inputs with its training fold's mean and standard deviation. With
+ImageNet features this changes little; with the tiny-scale features of random-init backbones in
+dry runs, it is what lets a head learn at all.
+"""
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+from sklearn.metrics import accuracy_score, log_loss
+from sklearn.model_selection import StratifiedKFold
+
+
+@dataclass
+class TrainedHead:
+    """One trained head: softmax(((x - mean) * scale) @ kernel + bias) on its view's features."""
+
+    fold: int
+    view: int  # index into the features' view axis
+    mean: np.ndarray  # (features,)
+    scale: np.ndarray  # (features,) 1 / standard deviation
+    kernel: np.ndarray  # (features, classes)
+    bias: np.ndarray  # (classes,)
+    epochs: int = 0  # epochs run before it stopped early
+    val_log_loss: float = float("nan")
+    val_accuracy: float = float("nan")
+
+    def predict(self, features):
+        """Class probabilities (n, classes) for features (n, d) of this head's view."""
+        logits = ((features - self.mean) * self.scale) @ self.kernel + self.bias
+        logits -= logits.max(axis=1, keepdims=True)
+        probabilities = np.exp(logits)
+        return probabilities / probabilities.sum(axis=1, keepdims=True)
+
+
+def make_folds(labels, n_folds, seed):
+    """Stratified, shuffled, reproducible (train_index, validation_index) pairs."""
+    splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros((len(labels), 1)), labels))
+
+
+class HeadsTrainer:
+    """The weights of every head, (heads, features, classes) and (heads, classes), and one compiled Adam step
+    that trains the heads still active on a batch of their own rows."""
+
+    def __init__(self, heads, features, labels, n_classes, config):
+        n_samples, n_views, n_features = features.shape
+        self.features = tf.constant(features.reshape(n_samples * n_views, n_features))  # row r, view v: r * n_views + v
+        self.labels = tf.constant(labels, tf.int32)
+        self.n_views = n_views
+        self.views = tf.constant([head.view for head in heads], tf.int32)
+        self.mean = tf.constant(np.stack([head.mean for head in heads]))
+        self.scale = tf.constant(np.stack([head.scale for head in heads]))
+        limit = np.sqrt(6.0 / (n_features + n_classes))  # Glorot-uniform, as each head's own Dense layer would have
+        initial = np.random.default_rng(config.seed).uniform(-limit, limit, (len(heads), n_features, n_classes))
+        self.kernel = keras.Variable(initial.astype(np.float32), name="kernel")
+        self.bias = keras.Variable(np.zeros((len(heads), n_classes), np.float32), name="bias")
+        self.optimizer = keras.optimizers.Adam(config.learning_rate)
+        self.optimizer.build([self.kernel, self.bias])
+        self.dropout, self.seed = config.dropout, keras.random.SeedGenerator(config.seed)
+        self.step = tf.function(self._step, reduce_retracing=True)
+
+    def _step(self, active, rows, weights):
+        """One Adam step for heads `active` (a,) on their rows (a, batch); weight 0 marks padding."""
+        x = tf.gather(self.features, rows * self.n_views + tf.gather(self.views, active)[:, None])
+        x = (x - tf.gather(self.mean, active)[:, None]) * tf.gather(self.scale, active)[:, None]
+        x = keras.random.dropout(x, self.dropout, seed=self.seed)
+        with tf.GradientTape() as tape:
+            logits = tf.einsum("abd,adc->abc", x, tf.gather(self.kernel, active)) + tf.gather(self.bias, active)[:, None]
+            losses = ops.sparse_categorical_crossentropy(tf.gather(self.labels, rows), logits, from_logits=True)
+            loss = tf.reduce_sum(tf.reduce_sum(losses * weights, axis=1) / tf.reduce_sum(weights, axis=1))
+        gradients = [tf.convert_to_tensor(gradient) for gradient in tape.gradient(loss, [self.kernel, self.bias])]
+        self.optimizer.apply(gradients, [self.kernel, self.bias])
+
+
+def train_heads(features, labels, n_classes, config):
+    """Train one head per (fold, view) on `features` (n, views, d); return (heads, out-of-fold (views, n, classes))."""
+    features = np.asarray(features, np.float32)
+    n_samples, n_views, _ = features.shape
+    folds = make_folds(labels, config.n_folds, config.seed)
+    heads = []
+    for fold, (train_index, _) in enumerate(folds):
+        for view in range(n_views):
+            train = features[train_index, view]
+            std = train.std(axis=0)
+            scale = (1 / np.where(std > 0, std, 1)).astype(np.float32)  # a constant feature stays 0
+            heads.append(TrainedHead(fold, view, train.mean(axis=0), scale, kernel=None, bias=None))
+
+    trainer = HeadsTrainer(heads, features, labels, n_classes, config)
+    shuffle = np.random.default_rng(config.seed)
+    best_loss, best_epoch = np.full(len(heads), np.inf), np.zeros(len(heads), int)
+    active = list(range(len(heads)))
+    for epoch in range(config.max_epochs):
+        orders = [shuffle.permutation(folds[heads[index].fold][0]) for index in active]
+        for start in range(0, max(map(len, orders)), config.head_batch_size):
+            batches = [order[start:start + config.head_batch_size] for order in orders]
+            rows = np.zeros((len(active), max(map(len, batches))), np.int32)
+            weights = np.zeros(rows.shape, np.float32)
+            for index, batch in enumerate(batches):
+                rows[index, :len(batch)], weights[index, :len(batch)] = batch, 1
+            trainer.step(tf.constant(active, tf.int32), tf.constant(rows), tf.constant(weights))
+        kernel, bias = ops.convert_to_numpy(trainer.kernel), ops.convert_to_numpy(trainer.bias)
+        for index in list(active):
+            head, rows = heads[index], folds[heads[index].fold][1]
+            candidate = TrainedHead(head.fold, head.view, head.mean, head.scale, kernel[index], bias[index])
+            probabilities = candidate.predict(features[rows, head.view])
+            loss = -np.mean(np.log(np.maximum(probabilities[np.arange(len(rows)), labels[rows]], 1e-15)))
+            if loss < best_loss[index]:
+                best_loss[index], best_epoch[index] = loss, epoch
+                head.kernel, head.bias = kernel[index].copy(), bias[index].copy()
+            if epoch - best_epoch[index] >= config.patience or epoch + 1 == config.max_epochs:
+                head.epochs = epoch + 1
+                active.remove(index)
+        if not active:
+            break
+
+    oof = np.zeros((n_views, n_samples, n_classes), np.float32)
+    for head in heads:
+        rows = folds[head.fold][1]
+        oof[head.view, rows] = head.predict(features[rows, head.view])
+        score = score_predictions(oof[head.view, rows], labels[rows], n_classes)
+        head.val_log_loss, head.val_accuracy = score["log_loss"], score["accuracy"]
+        print(
+            f"fold {head.fold} view {head.view}: {head.epochs} epochs, "
+            f"val log loss {head.val_log_loss:.4f}, accuracy {head.val_accuracy:.4f}"
+        )
+    return heads, oof
+
+
+def score_predictions(probabilities, labels, n_classes):
+    """Multi-class log loss (as Kaggle scores it) and accuracy."""
+    probabilities = np.clip(np.asarray(probabilities, np.float64), 1e-15, 1 - 1e-15)
+    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
+    return {
+        "log_loss": float(log_loss(labels, probabilities, labels=np.arange(n_classes))),
+        "accuracy": float(accuracy_score(labels, probabilities.argmax(axis=1))),
+    }
+'''
+
+# ---- kaggle_src/predict.py ----
+SOURCES['kaggle_src.predict'] = r'''
+"""Stage 5: the test predictions, the mean of every head's prediction on its own view's features.
+
+A test image that could not be read gets the class prior instead: its log loss is bounded, unlike
+that of whatever the heads make of a blank image.
+"""
+import numpy as np
+
+
+def predict_test(heads, test_features):
+    """Mean over `heads` of each head's softmax on `test_features[:, head.view]`; (n_test, classes)."""
+    return np.mean([head.predict(test_features[:, head.view]) for head in heads], axis=0, dtype=np.float64)
+
+
+def class_prior(labels, n_classes):
+    """Class frequencies of the training `labels`, add-one smoothed so that no class gets 0; (classes,)."""
+    counts = np.bincount(labels, minlength=n_classes) + 1.0
+    return counts / counts.sum()
+'''
+
+# ---- kaggle_src/write_outputs.py ----
+SOURCES['kaggle_src.write_outputs'] = r'''
+"""Stage 6: submission.csv, checked against sample_submission.csv before it is written, and metrics.json.
+
+Both files are written to a temporary name and renamed into place, so a failed run never leaves a
+half-written file nor replaces a good submission with a bad one.
+"""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+class SubmissionError(ValueError):
+    """A submission that Kaggle would reject or score wrongly."""
+
+
+def make_submission(test_ids, classes, probabilities):
+    """The submission frame: id, then one column per class, each row normalised to sum to 1."""
+    probabilities = np.asarray(probabilities, np.float64)
+    expected = (len(test_ids), len(classes))
+    if probabilities.shape != expected:
+        raise SubmissionError(f"predictions of shape {probabilities.shape}: expected {expected}")
+    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
+    submission = pd.DataFrame(probabilities, columns=list(classes))
+    submission.insert(0, "id", list(test_ids))
+    return submission
+
+
+def validate_submission(submission, test_ids, classes):
+    """Raise SubmissionError unless `submission` is id + `classes` columns and `test_ids` rows, in
+    sample_submission.csv's order, with finite probabilities in [0, 1] that sum to 1 per row."""
+    if list(submission.columns) != ["id", *classes]:
+        raise SubmissionError("columns differ from sample_submission.csv's (names or order)")
+    if submission["id"].duplicated().any():
+        raise SubmissionError(f"id {submission['id'][submission['id'].duplicated()].iloc[0]!r} appears twice")
+    if submission["id"].tolist() != list(test_ids):
+        missing = set(test_ids) - set(submission["id"])
+        raise SubmissionError(
+            f"ids differ from sample_submission.csv's: {len(missing)} missing"
+            if missing
+            else "ids differ from sample_submission.csv's (extra ids or another order)"
+        )
+    values = submission.iloc[:, 1:].to_numpy(np.float64)
+    if not np.isfinite(values).all():
+        raise SubmissionError("probabilities are not all finite")
+    if (values < 0).any() or (values > 1).any():
+        raise SubmissionError("probabilities outside [0, 1]")
+    worst = np.abs(values.sum(axis=1) - 1).max()
+    if worst > 1e-6:
+        raise SubmissionError(f"row sums differ from 1 by up to {worst:.2g}: expected each row to sum to 1")
+
+
+def write_submission(submission, test_ids, classes, path):
+    """Validate, then write `submission` atomically to `path`."""
+    validate_submission(submission, test_ids, classes)
+    _write_atomically(path, lambda temporary: submission.to_csv(temporary, index=False, float_format="%.7g"))
+
+
+def write_metrics(metrics, path):
+    """Write the metrics dict as indented JSON, atomically."""
+    _write_atomically(path, lambda temporary: Path(temporary).write_text(json.dumps(metrics, indent=2) + "\n"))
+
+
+def _write_atomically(path, write):
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+'''
+
+# ---- kaggle_src/pipeline.py ----
+SOURCES['kaggle_src.pipeline'] = r'''
+"""The whole run, stage by stage: inputs -> images -> features -> heads -> predictions -> files.
+
+    python -m kaggle_src                                   # on Kaggle: /kaggle/input -> /kaggle/working
+    python -m kaggle_src --input-root input_stub --output-dir working --dry-run
+"""
+import argparse
+import math
+import sys
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from .config import InputError, add_config_arguments, config_from_arguments, warn
+from .extract_features import build_extractor, extract_features
+from .feature_cache import find_features, load_features, read_manifest, save_features
+from .find_inputs import default_input_root, default_output_dir, find_inputs, prepare_output_dir, read_competition
+from .load_images import load_images
+from .predict import class_prior, predict_test
+from .train_heads import score_predictions, train_heads
+from .write_outputs import SubmissionError, make_submission, write_metrics, write_submission
+
+MAX_NAMED = 20  # unreadable images named one line each, per split; the rest in one line (metrics.json lists all)
+
+
+def run(config, input_root, output_dir, build=None):
+    """Run the pipeline with `config`; write submission.csv and metrics.json to `output_dir`; return the metrics.
+
+    `build`, when the run is a built kernel, says what it was built from; metrics.json keeps it.
+    """
+    seconds, started = defaultdict(float), time.perf_counter()
+
+    @contextmanager
+    def stage(name):
+        start = time.perf_counter()
+        yield
+        seconds[name] += time.perf_counter() - start
+
+    # 1. Find the inputs: every check that can fail fast runs before any heavy work.
+    with stage("find_inputs"):
+        competition_dir, weights = find_inputs(input_root, config)
+        competition = read_competition(competition_dir)
+        output_dir = prepare_output_dir(output_dir)
+        if config.features:
+            cache = find_features(config.features)
+            manifest = read_manifest(cache, competition, config)
+    n_classes = len(competition.classes)
+    print(
+        f"{competition_dir}: {len(competition.train_ids)} train, {len(competition.test_ids)} test images, "
+        f"{n_classes} classes; backbones {', '.join(config.backbones)} at {config.image_size}px"
+        + (" (dry run: random-init weights)" if config.dry_run else "")
+    )
+
+    # 2-3. Load each split as uint8 in background threads and extract its features batch by batch as
+    # the images come in, with one extractor, built once (random-init backbones differ on every build);
+    # save them for heads-only runs. Or, in a heads-only run, read the features that such a run saved.
+    if config.features:
+        with stage("load_features"):
+            features, failed = load_features(cache, manifest)
+        print(f"features from {cache}: {', '.join(manifest['backbones'])}, extracted by {manifest['package_commit']}")
+    else:
+        keras.utils.set_random_seed(config.seed)
+        with stage("extract_features"):
+            extractor = build_extractor(config, weights)
+        features, failed = {}, {}
+        for split in ("train", "test"):
+            with stage("extract_features"):  # loading runs behind it: see seconds.load_images for its own time
+                images = load_images(competition.image_paths(split), config.image_size, config.n_jobs, desc=split)
+                features[split] = extract_features(extractor, images, config.extract_batch_size)
+            seconds["load_images"] += images.seconds
+            failed[split] = images.failed
+            del images
+        with stage("save_features"):
+            commit = build["commit"] if build else "unbuilt (python -m kaggle_src)"
+            features = save_features(output_dir, features, competition, config, weights, failed, commit)
+    for split in ("train", "test"):
+        warn_unreadable(competition, split, failed[split], config.n_folds)
+
+    # 4. Train one head per fold and view on the readable training images; keep the out-of-fold predictions.
+    readable = np.delete(np.arange(len(competition.train_ids)), failed["train"])
+    labels = competition.train_labels[readable]
+    with stage("train_heads"):
+        heads, oof = train_heads(features["train"][readable], labels, n_classes, config)
+
+    # 5. Predict the test set: the mean of every head on its own view; the class prior where the image is unreadable.
+    with stage("predict"):
+        test_probabilities = predict_test(heads, features["test"])
+        test_probabilities[failed["test"]] = class_prior(labels, n_classes)
+
+    # 6. Write the validated submission and the metrics.
+    with stage("write"):
+        submission = make_submission(competition.test_ids, competition.classes, test_probabilities)
+        write_submission(submission, competition.test_ids, competition.classes, output_dir / "submission.csv")
+    metrics = cv_metrics(heads, oof, labels, config.views)
+    metrics["unreadable"] = {split: [competition.ids(split)[index] for index in failed[split]] for split in failed}
+    metrics["counts"] = {
+        "train_images": len(competition.train_ids),
+        "test_images": len(competition.test_ids),
+        "classes": n_classes,
+        "folds": config.n_folds,
+        "views": len(config.views),
+        "heads": len(heads),
+        "features": int(features["train"].shape[-1]),
+    }
+    metrics["chance_log_loss"] = math.log(n_classes)
+    metrics["seconds"] = {name: round(value, 2) for name, value in seconds.items()}
+    metrics["seconds"]["total"] = round(time.perf_counter() - started, 2)  # stages overlap: not their sum
+    metrics["config"] = config.as_dict()
+    if build is not None:
+        metrics["build"] = build
+    write_metrics(metrics, output_dir / "metrics.json")
+    return metrics
+
+
+def warn_unreadable(competition, split, failed, n_folds):
+    """Warn about the images of `split` at indices `failed`, by id and file: training ones are left out of
+    training, test ones get the class prior. Stop if too few training images are left for `n_folds`-fold CV."""
+    ids, paths = competition.ids(split), competition.image_paths(split)
+    consequence = "left out of training" if split == "train" else "its row gets the training class prior"
+    for index in failed[:MAX_NAMED]:
+        warn(f"{split} id {ids[index]}: {paths[index]} is missing, empty or not decodable; {consequence}")
+    if len(failed) > MAX_NAMED:
+        warn(f"{len(failed) - MAX_NAMED} more unreadable {split} images; metrics.json lists them all")
+    if split == "train":
+        readable_labels = np.delete(competition.train_labels, failed)
+        if np.bincount(readable_labels, minlength=1).max() < n_folds:
+            raise InputError(
+                f"{competition.directory / split}: {len(readable_labels)} of {len(ids)} images readable; "
+                f"{n_folds}-fold CV needs at least {n_folds} of one breed"
+            )
+
+
+def cv_metrics(heads, oof, labels, views):
+    """Out-of-fold scores per head, per view's ensemble and for all heads together (the seed's score propagation)."""
+    n_classes = oof.shape[-1]
+    per_view = {name: score_predictions(oof[index], labels, n_classes) for index, name in enumerate(views)}
+    return {
+        "oof": {**per_view, "ensemble": score_predictions(oof.mean(axis=0), labels, n_classes)},
+        "folds": [
+            {
+                "fold": head.fold,
+                "view": views[head.view],
+                "epochs": head.epochs,
+                "log_loss": head.val_log_loss,
+                "accuracy": head.val_accuracy,
+            }
+            for head in heads
+        ],
+    }
+
+
+def main(argv=None, settings=None, build=None):
+    """Command-line entry: parse flags (ignoring unknown ones, as Kaggle may add some), run, report.
+
+    `settings` are Config values baked in by build_kernel.py; flags given on the command line win.
+    """
+    parser = argparse.ArgumentParser(prog="kaggle_src", description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument("--input-root", type=Path, default=None, help="default: /kaggle/input if it exists, else input_stub")
+    parser.add_argument("--output-dir", type=Path, default=None, help="default: /kaggle/working if it exists, else working")
+    add_config_arguments(parser)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        print(f"ignoring unknown arguments: {' '.join(unknown)}")
+    try:
+        config = config_from_arguments(args, settings)
+        output_dir = args.output_dir or default_output_dir()
+        metrics = run(config, args.input_root or default_input_root(), output_dir, build)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except SubmissionError as error:
+        print(f"error: submission.csv not written: {error}", file=sys.stderr)
+        return 1
+    oof = metrics["oof"]
+    print(
+        "out-of-fold log loss: "
+        + ", ".join(f"{name} {scores['log_loss']:.4f}" for name, scores in oof.items())
+        + f" (chance {metrics['chance_log_loss']:.4f}); {metrics['seconds']['total']:.0f} s"
+    )
+    print(f"wrote {output_dir}/submission.csv and metrics.json")
+    return 0
+'''
+
+
+class SourceImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports SOURCES as real modules, registering their lines so tracebacks show them."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name in SOURCES:
+            return importlib.util.spec_from_loader(name, self, is_package=name == "kaggle_src")
+        return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        name = module.__name__
+        filename = "kaggle_src/__init__.py" if name == "kaggle_src" else name.replace(".", "/") + ".py"
+        source = SOURCES[name][1:]
+        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+        exec(compile(source, filename, "exec"), module.__dict__)
+
+
+sys.meta_path.insert(0, SourceImporter())
+
+if __name__ == "__main__":
+    from kaggle_src.pipeline import main
+
+    exit_code = main(settings=BUILD_SETTINGS, build=BUILD)
+    if exit_code:  # a clean run returns normally: no SystemExit for a notebook to show
+        sys.exit(exit_code)
