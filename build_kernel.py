@@ -213,7 +213,7 @@ def kernel_text(kernel, settings):
     """The kernel file's text: header, build settings, the package's sources, the importer and the entry call."""
     sources = package_sources()
     digest = hashlib.sha256("".join(f"{name}\n{text}" for name, text in sources.items()).encode()).hexdigest()
-    settings = {**kernel.settings, **settings}
+    settings = dict(sorted({**kernel.settings, **settings}.items()))
     config = make_config(**settings)
     commit = source_commit()
     blocks = "\n".join(

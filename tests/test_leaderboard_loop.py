@@ -84,3 +84,14 @@ def test_output_then_submit_then_scores(api, tmp_path, capsys):
 def test_a_failing_cli_call_is_one_line(api, tmp_path, capsys):
     assert loop(tmp_path, "--submit", str(tmp_path / "nowhere")) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_push_of_the_heads_kernel_runs_on_cpu_with_the_full_kernels_output(api, tmp_path):
+    assert loop(tmp_path, "--kernel", "heads", "--push", "--set", "dropout=0.3") == 0
+    pushed = api.pushed
+    assert pushed["slug"] == "tester/dog-breed-heads"
+    assert pushed["text"] == (tmp_path / "kernels" / "dog-breed-heads" / "kernel.py").read_text()
+    assert "BUILD_SETTINGS = {'dropout': 0.3, 'features': '/kaggle/input'}" in pushed["text"]
+    assert (pushed["enableGpu"], pushed["enableInternet"], pushed.get("datasetDataSources", [])) == (False, False, [])
+    assert pushed["kernelDataSources"] == [KERNEL]
+    assert log_rows(tmp_path)[0]["kernel"] == "tester/dog-breed-heads"
