@@ -6,7 +6,7 @@ softmax heads on the CPU, and writes the mean of their predictions to
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   1f729ac
+    source commit:   9a5f599
     sources sha256:  4de2231598aabce6bb6ecd72ea5a04e15099ffac262fc44d463d4adccb2bd7e7
     build settings:  features='/kaggle/input'
     configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
@@ -27,7 +27,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
 
 BUILD_SETTINGS = {'features': '/kaggle/input'}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': '1f729ac', 'sources_sha256': '4de2231598aabce6bb6ecd72ea5a04e15099ffac262fc44d463d4adccb2bd7e7', 'settings': {'features': '/kaggle/input'}}
+BUILD = {'commit': '9a5f599', 'sources_sha256': '4de2231598aabce6bb6ecd72ea5a04e15099ffac262fc44d463d4adccb2bd7e7', 'settings': {'features': '/kaggle/input'}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
