@@ -1,0 +1,43 @@
+"""The benchmark's parts on a tiny scale: the seed-style reference computes what ours computes, so the
+side-by-side timings compare like with like. (Timings themselves are for `python -m benchmarks.run`.)"""
+import numpy as np
+
+from benchmarks import seed_reference
+from benchmarks.run import bench_extraction, bench_loading, synthetic_features, synthetic_jpegs
+from kaggle_src.load_images import load_images
+from kaggle_src.train_heads import make_folds, score_predictions
+
+
+def test_loading_rows_compare_the_same_images(tmp_path):
+    paths = synthetic_jpegs(tmp_path, 6)
+    ours = load_images(paths, 299).result()
+    reference = seed_reference.load_images(paths, 299)  # BGR, as the public kernels kept it
+    assert (ours == reference[..., ::-1]).all()  # the same bilinear resize: the same pixels, in RGB
+    row = bench_loading(paths, 299, repeats=1)
+    assert row["ours"] > 0 and row["reference"] > 0 and row["speedup"] == row["ours"] / row["reference"]
+
+
+def test_extraction_reference_gives_our_features_from_the_same_weights_files(tmp_path):
+    (tmp_path / "jpegs").mkdir()
+    paths = synthetic_jpegs(tmp_path / "jpegs", 3)
+    [row] = bench_extraction(paths, 75, tmp_path, 1, "CPU", [("float32", "off")])
+    difference = float(row["note"].split("features differ by ")[1].split(" ")[0])
+    assert difference < 1e-4
+
+
+def test_sequential_reference_heads_learn_and_fill_every_out_of_fold_row():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 30)
+    centres = rng.normal(0, 1, (4, 32))
+    features = np.stack([centres[labels] + rng.normal(0, 0.3, (120, 32))] * 2, axis=1).astype(np.float32)
+    oof, predictions = seed_reference.train_heads(features, labels, 4, make_folds(labels, 3, 0), features[:10],
+                                                  learning_rate=0.01, epochs=30)
+    assert oof.shape == (2, 120, 4) and predictions.shape == (10, 4)
+    np.testing.assert_allclose(oof.sum(axis=-1), 1, rtol=1e-5)
+    assert score_predictions(oof.mean(axis=0), labels, 4)["log_loss"] < 0.25 * np.log(4)
+
+
+def test_synthetic_features_have_the_shape_of_pooled_imagenet_features():
+    features, labels = synthetic_features(2400, seed=0)
+    assert features.shape == (2400, 2, 4096) and features.dtype == np.float32 and features.min() >= 0
+    assert np.bincount(labels, minlength=120).min() > 5  # every class present
