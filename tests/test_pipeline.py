@@ -56,7 +56,7 @@ def test_metrics_hold_the_cv_scores_counts_times_and_config(dry_run):
         "train_images": 720, "test_images": 120, "classes": 120, "folds": 5, "views": 2, "heads": 10, "features": 4096,
     }
     assert set(metrics["seconds"]) == {
-        "find_inputs", "load_images", "extract_features", "train_heads", "predict", "write", "total",
+        "find_inputs", "load_images", "extract_features", "save_features", "train_heads", "predict", "write", "total",
     }
     assert metrics["config"]["dry_run"] is True and metrics["config"]["image_size"] == 96
     assert metrics["chance_log_loss"] == math.log(120)
