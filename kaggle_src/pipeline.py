@@ -15,10 +15,10 @@ import keras
 import numpy as np
 
 from .config import InputError, add_config_arguments, config_from_arguments
+from .ensembles import choose, score_options
 from .extract_features import build_extractor, extract_features
 from .find_inputs import default_input_root, default_output_dir, find_inputs, prepare_output_dir, read_competition
 from .load_images import load_images
-from .ensembles import choose, score_options
 from .predict import predict_views
 from .report import confused_pairs, report_markdown
 from .train_heads import make_folds, score_predictions, train_heads, train_logistic

@@ -89,6 +89,14 @@ def test_the_chosen_options_test_predictions_are_submitted(small_stub, tmp_path,
     np.testing.assert_allclose(submission, chosen[0].test / chosen[0].test.sum(axis=1, keepdims=True), rtol=1e-6)
 
 
+def test_without_flips_or_logistic_regressions_their_options_are_left_out(small_stub, tmp_path):
+    quick = ["--dry-run", "--image-size", "75", "--max-epochs", "2", "--input-root", str(small_stub)]
+    assert main([*quick, "--output-dir", str(tmp_path), "--no-flips", "--no-logistic"]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert list(metrics["options"]) == ["seed", "geometric"]
+    assert "train_logistic" not in metrics["seconds"] and len(metrics["folds"]) == 5
+
+
 def test_same_seed_same_submission_and_unknown_arguments_are_ignored(small_stub, tmp_path, capsys):
     quick = ["--dry-run", "--image-size", "75", "--max-epochs", "5", "--input-root", str(small_stub)]
     assert main([*quick, "--output-dir", str(tmp_path / "a"), "-f", "/tmp/kernel.json"]) == 0
