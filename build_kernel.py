@@ -38,7 +38,7 @@ EXPERIMENTS_LOG = REPO / "experiments.csv"
 EXPERIMENT_FIELDS = ["time", "action", "kernel", "commit", "settings", "cv_log_loss", "message", "public_score", "private_score"]
 # Modules in the order a reader meets them: settings, then the stages as they run, then the driver.
 READING_ORDER = ["__init__", "config", "backbones", "find_inputs", "load_images", "extract_features",
-                 "feature_cache", "train_heads", "predict", "write_outputs", "pipeline"]
+                 "feature_cache", "train_heads", "predict", "ensembles", "write_outputs", "report", "pipeline"]
 ALLOWED_IMPORTS = {"keras", "tensorflow", "numpy", "pandas", "cv2", "joblib", "tqdm", "sklearn"}
 
 

@@ -32,6 +32,7 @@ class Config:
     learning_rate: float = 1e-3
     max_epochs: int = 50
     patience: int = 5  # epochs without a better validation loss before a head stops
+    logistic: bool = True  # also fit a logistic regression per fold (CPU: 2-8 min at full size), an ensembling option
     head_batch_size: int = 128
     extract_batch_size: int = 0  # images per extraction batch; 0: from free GPU memory (64 without a GPU)
     precision: str = "auto"  # backbones' compute dtype; auto: float16 on T4-class GPUs, bfloat16 on newer, else float32

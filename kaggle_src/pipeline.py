@@ -1,4 +1,4 @@
-"""The whole run, stage by stage: inputs -> images -> features -> heads -> predictions -> files.
+"""The whole run, stage by stage: inputs -> images -> features -> heads -> ensembles -> files.
 
     python -m kaggle_src                                   # on Kaggle: /kaggle/input -> /kaggle/working
     python -m kaggle_src --input-root input_stub --output-dir working --dry-run
@@ -15,13 +15,15 @@ import keras
 import numpy as np
 
 from .config import InputError, add_config_arguments, config_from_arguments, warn
+from .ensembles import choose, score_options
 from .extract_features import build_extractor, extract_features
 from .feature_cache import find_features, load_features, read_manifest, save_features
 from .find_inputs import default_input_root, default_output_dir, find_inputs, prepare_output_dir, read_competition
 from .load_images import load_images
-from .predict import class_prior, predict_test
-from .train_heads import score_predictions, train_heads
-from .write_outputs import SubmissionError, make_submission, write_metrics, write_submission
+from .predict import class_prior, predict_views
+from .report import confused_pairs, report_markdown
+from .train_heads import make_folds, score_predictions, train_heads, train_logistic
+from .write_outputs import SubmissionError, make_submission, write_metrics, write_report, write_submission
 
 MAX_NAMED = 20  # unreadable images named one line each, per split; the rest in one line (metrics.json lists all)
 
@@ -79,22 +81,37 @@ def run(config, input_root, output_dir, build=None):
     for split in ("train", "test"):
         warn_unreadable(competition, split, failed[split], config.n_folds)
 
-    # 4. Train one head per fold and view on the readable training images; keep the out-of-fold predictions.
+    # 4. Train one head per fold and view on the readable training images, and (unless turned off) one
+    # logistic regression per fold; keep the out-of-fold predictions of each on every view.
     readable = np.delete(np.arange(len(competition.train_ids)), failed["train"])
     labels = competition.train_labels[readable]
+    train = features["train"][readable]
+    folds = make_folds(labels, config.n_folds, config.seed)
     with stage("train_heads"):
-        heads, oof = train_heads(features["train"][readable], labels, n_classes, config)
+        heads, oof = train_heads(train, labels, folds, n_classes, config)
+    families = {"heads": (heads, oof)}
+    if config.logistic:
+        with stage("train_logistic"):
+            families["logistic"] = train_logistic(train, labels, folds, n_classes)
 
-    # 5. Predict the test set: the mean of every head on its own view; the class prior where the image is unreadable.
+    # 5. Predict the test set with every head on every view; score each ensembling option out of fold
+    # and take the best. An unreadable test image gets the class prior.
     with stage("predict"):
-        test_probabilities = predict_test(heads, features["test"])
-        test_probabilities[failed["test"]] = class_prior(labels, n_classes)
+        predictions = {
+            name: (family_oof, predict_views(family_heads, features["test"]))
+            for name, (family_heads, family_oof) in families.items()
+        }
+    with stage("ensembles"):
+        options = score_options(predictions, labels, folds)
+        chosen = choose(options)
+        chosen.test[failed["test"]] = class_prior(labels, n_classes)
 
-    # 6. Write the validated submission and the metrics.
+    # 6. Write the validated submission of the chosen option, the metrics and the report.
     with stage("write"):
-        submission = make_submission(competition.test_ids, competition.classes, test_probabilities)
+        submission = make_submission(competition.test_ids, competition.classes, chosen.test)
         write_submission(submission, competition.test_ids, competition.classes, output_dir / "submission.csv")
-    metrics = cv_metrics(heads, oof, labels, config.views)
+    metrics = cv_metrics(heads, oof, options, chosen, labels, config.views)
+    metrics["confused"] = confused_pairs(chosen.oof, labels, competition.classes)
     metrics["unreadable"] = {split: [competition.ids(split)[index] for index in failed[split]] for split in failed}
     metrics["counts"] = {
         "train_images": len(competition.train_ids),
@@ -112,6 +129,7 @@ def run(config, input_root, output_dir, build=None):
     if build is not None:
         metrics["build"] = build
     write_metrics(metrics, output_dir / "metrics.json")
+    write_report(report_markdown(metrics), output_dir / "report.md")
     return metrics
 
 
@@ -133,12 +151,16 @@ def warn_unreadable(competition, split, failed, n_folds):
             )
 
 
-def cv_metrics(heads, oof, labels, views):
-    """Out-of-fold scores per head, per view's ensemble and for all heads together (the seed's score propagation)."""
+def cv_metrics(heads, oof, options, chosen, labels, views):
+    """Out-of-fold scores per head, per view's heads, for each ensembling option, and for the chosen one (the
+    submission's) as `ensemble`, with its log loss below the seed's heads."""
     n_classes = oof.shape[-1]
-    per_view = {name: score_predictions(oof[index], labels, n_classes) for index, name in enumerate(views)}
+    per_view = {name: score_predictions(oof[index, index], labels, n_classes) for index, name in enumerate(views)}
+    seed = next(scored for scored in options if scored.option.name == "seed")
     return {
-        "oof": {**per_view, "ensemble": score_predictions(oof.mean(axis=0), labels, n_classes)},
+        "oof": {**per_view, "ensemble": {"log_loss": chosen.log_loss, "accuracy": chosen.accuracy}},
+        "options": {scored.option.name: scored.scores() for scored in options},
+        "chosen": {"option": chosen.option.name, "improvement_over_seed": seed.log_loss - chosen.log_loss},
         "folds": [
             {
                 "fold": head.fold,
@@ -174,11 +196,12 @@ def main(argv=None, settings=None, build=None):
     except SubmissionError as error:
         print(f"error: submission.csv not written: {error}", file=sys.stderr)
         return 1
-    oof = metrics["oof"]
+    chosen = metrics["chosen"]
     print(
         "out-of-fold log loss: "
-        + ", ".join(f"{name} {scores['log_loss']:.4f}" for name, scores in oof.items())
+        + ", ".join(f"{name} {scores['log_loss']:.4f}" for name, scores in metrics["options"].items())
         + f" (chance {metrics['chance_log_loss']:.4f}); {metrics['seconds']['total']:.0f} s"
     )
-    print(f"wrote {output_dir}/submission.csv and metrics.json")
+    print(f"submitted {chosen['option']}, {chosen['improvement_over_seed']:.4f} below the seed's heads")
+    print(f"wrote {output_dir}/submission.csv, metrics.json and report.md")
     return 0

@@ -1,4 +1,4 @@
-"""Stage 5: the test predictions, the mean of every head's prediction on its own view's features.
+"""Stage 5: the test predictions of every head on every view, for the ensembling options to combine.
 
 A test image that could not be read gets the class prior instead: its log loss is bounded, unlike
 that of whatever the heads make of a blank image.
@@ -6,9 +6,15 @@ that of whatever the heads make of a blank image.
 import numpy as np
 
 
-def predict_test(heads, test_features):
-    """Mean over `heads` of each head's softmax on `test_features[:, head.view]`; (n_test, classes)."""
-    return np.mean([head.predict(test_features[:, head.view]) for head in heads], axis=0, dtype=np.float64)
+def predict_views(heads, features):
+    """Each head's softmax on each view of `features` (n, views, d): (folds, head views, views, n, classes)."""
+    n_folds, n_head_views = (max(getattr(head, axis) for head in heads) + 1 for axis in ("fold", "view"))
+    n_samples, n_views = features.shape[:2]
+    predictions = np.zeros((n_folds, n_head_views, n_views, n_samples, heads[0].bias.shape[0]), np.float32)
+    for head in heads:
+        for view in range(n_views):
+            predictions[head.fold, head.view, view] = head.predict(features[:, view])
+    return predictions
 
 
 def class_prior(labels, n_classes):

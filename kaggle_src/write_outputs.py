@@ -1,6 +1,6 @@
-"""Stage 6: submission.csv, checked against sample_submission.csv before it is written, and metrics.json.
+"""Stage 6: submission.csv, checked against sample_submission.csv before it is written, metrics.json and report.md.
 
-Both files are written to a temporary name and renamed into place, so a failed run never leaves a
+All three files are written to a temporary name and renamed into place, so a failed run never leaves a
 half-written file nor replaces a good submission with a bad one.
 """
 import json
@@ -60,6 +60,11 @@ def write_submission(submission, test_ids, classes, path):
 def write_metrics(metrics, path):
     """Write the metrics dict as indented JSON, atomically."""
     _write_atomically(path, lambda temporary: Path(temporary).write_text(json.dumps(metrics, indent=2) + "\n"))
+
+
+def write_report(text, path):
+    """Write the report's markdown `text`, atomically."""
+    _write_atomically(path, lambda temporary: Path(temporary).write_text(text))
 
 
 def _write_atomically(path, write):

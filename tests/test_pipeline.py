@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kaggle_src import load_images
+from kaggle_src import load_images, pipeline
 from kaggle_src.backbones import BACKBONES
 from kaggle_src.config import InputError
+from kaggle_src.ensembles import OPTIONS
 from kaggle_src.find_inputs import read_competition
 from kaggle_src.pipeline import MAX_NAMED, main, warn_unreadable
 from kaggle_src.predict import class_prior
@@ -48,6 +49,14 @@ def test_test_rows_carry_their_own_images_predictions(dry_run):
 def test_metrics_hold_the_cv_scores_counts_times_and_config(dry_run):
     metrics = json.loads((dry_run / "metrics.json").read_text())
     assert set(metrics["oof"]) == {"original", "flipped", "ensemble"}
+    assert list(metrics["options"]) == [option.name for option in OPTIONS]
+    best = min(metrics["options"], key=lambda name: metrics["options"][name]["log_loss"])
+    assert metrics["chosen"]["option"] == best
+    assert metrics["oof"]["ensemble"] == {key: metrics["options"][best][key] for key in ("log_loss", "accuracy")}
+    improvement = metrics["options"]["seed"]["log_loss"] - metrics["oof"]["ensemble"]["log_loss"]
+    assert metrics["chosen"]["improvement_over_seed"] == improvement >= 0
+    assert 0 < metrics["options"]["tta_geometric_temperature"]["temperature"] < 20
+    assert 1 <= len(metrics["confused"]) <= 10
     assert len(metrics["folds"]) == 10
     assert {(row["fold"], row["view"]) for row in metrics["folds"]} == {
         (fold, view) for fold in range(5) for view in ("original", "flipped")
@@ -56,7 +65,8 @@ def test_metrics_hold_the_cv_scores_counts_times_and_config(dry_run):
         "train_images": 720, "test_images": 120, "classes": 120, "folds": 5, "views": 2, "heads": 10, "features": 4096,
     }
     assert set(metrics["seconds"]) == {
-        "find_inputs", "load_images", "extract_features", "save_features", "train_heads", "predict", "write", "total",
+        "find_inputs", "load_images", "extract_features", "save_features", "train_heads", "train_logistic", "predict",
+        "ensembles", "write", "total",
     }
     assert metrics["config"]["dry_run"] is True and metrics["config"]["image_size"] == 96
     assert metrics["chance_log_loss"] == math.log(120)
@@ -64,6 +74,38 @@ def test_metrics_hold_the_cv_scores_counts_times_and_config(dry_run):
     assert metrics["oof"]["ensemble"]["log_loss"] < 0.25 * math.log(120)
     for row in metrics["folds"]:
         assert row["log_loss"] < 0.5 * math.log(120) and 1 <= row["epochs"] <= 50
+
+
+def test_report_holds_the_cv_table_the_winner_and_the_confused_pairs(dry_run):
+    metrics = json.loads((dry_run / "metrics.json").read_text())
+    report = (dry_run / "report.md").read_text()
+    for name, scores in metrics["options"].items():
+        shown = f"**{name}** (submitted)" if name == metrics["chosen"]["option"] else name
+        assert f"| {shown} |" in report and f"| {scores['log_loss']:.4f} | {scores['accuracy']:.4f} |" in report
+    assert f"Submitted: **{metrics['chosen']['option']}**" in report
+    for pair in metrics["confused"]:
+        assert f"| {' / '.join(pair['breeds'])} | {pair['count']} |" in report
+    assert "| extract_features |" in report and "| train_logistic |" in report
+
+
+def test_the_chosen_options_test_predictions_are_submitted(small_stub, tmp_path, monkeypatch):
+    """Whatever option is chosen (here the last, logistic, not the best), its test predictions are submitted."""
+    chosen = []
+    monkeypatch.setattr(pipeline, "choose", lambda options: chosen.append(options[-1]) or options[-1])
+    quick = ["--dry-run", "--image-size", "75", "--max-epochs", "5", "--input-root", str(small_stub)]
+    assert main([*quick, "--output-dir", str(tmp_path)]) == 0
+    assert chosen[0].option.name == "logistic"
+    assert json.loads((tmp_path / "metrics.json").read_text())["chosen"]["option"] == "logistic"
+    submission = pd.read_csv(tmp_path / "submission.csv").set_index("id").to_numpy()
+    np.testing.assert_allclose(submission, chosen[0].test / chosen[0].test.sum(axis=1, keepdims=True), rtol=1e-6)
+
+
+def test_without_flips_or_logistic_regressions_their_options_are_left_out(small_stub, tmp_path):
+    quick = ["--dry-run", "--image-size", "75", "--max-epochs", "2", "--input-root", str(small_stub)]
+    assert main([*quick, "--output-dir", str(tmp_path), "--no-flips", "--no-logistic"]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert list(metrics["options"]) == ["seed", "geometric"]
+    assert "train_logistic" not in metrics["seconds"] and len(metrics["folds"]) == 5
 
 
 def test_same_seed_same_submission_and_unknown_arguments_are_ignored(small_stub, tmp_path, capsys):

@@ -2,8 +2,10 @@ import math
 
 import numpy as np
 
+from sklearn.linear_model import LogisticRegression
+
 from kaggle_src.config import make_config
-from kaggle_src.train_heads import make_folds, score_predictions, train_heads
+from kaggle_src.train_heads import make_folds, score_predictions, train_heads, train_logistic
 
 
 def test_folds_are_stratified_disjoint_and_reproducible():
@@ -20,19 +22,58 @@ def test_folds_are_stratified_disjoint_and_reproducible():
     assert any((a[1] != b[1]).any() for a, b in zip(folds, other))
 
 
-def test_heads_learn_separable_features_and_fill_every_out_of_fold_row():
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(3), 20)
-    centres = rng.normal(0, 1, (3, 16))
-    features = np.stack([centres[labels] + rng.normal(0, 0.3, (60, 16))] * 2, axis=1).astype(np.float32)
+def separable(n_per_class=20, n_classes=3, seed=0):
+    """Labels and two-view features (n, 2, 16) of well-separated classes; the second view at a tiny scale."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(n_classes), n_per_class)
+    centres = rng.normal(0, 1, (n_classes, 16))
+    features = np.stack([centres[labels] + rng.normal(0, 0.3, (len(labels), 16))] * 2, axis=1).astype(np.float32)
     features[:, 1] *= 1e-5  # tiny-scale view, as from random-init backbones: standardisation must cope
+    return features, labels
+
+
+def test_heads_learn_separable_features_and_fill_every_out_of_fold_row():
+    features, labels = separable()
     config = make_config(n_folds=3, max_epochs=40, patience=40, learning_rate=0.02)
-    heads, oof = train_heads(features, labels, 3, config)
+    heads, oof = train_heads(features, labels, make_folds(labels, 3, config.seed), 3, config)
     assert [(head.fold, head.view) for head in heads] == [(f, v) for f in range(3) for v in range(2)]
-    assert oof.shape == (2, 60, 3)
+    assert oof.shape == (2, 2, 60, 3)  # (head views, views, rows, classes)
     np.testing.assert_allclose(oof.sum(axis=-1), 1, rtol=1e-5)
     for view in range(2):
-        assert score_predictions(oof[view], labels, 3)["log_loss"] < 0.5 * math.log(3)
+        assert score_predictions(oof[view, view], labels, 3)["log_loss"] < 0.5 * math.log(3)
+    folds = make_folds(labels, 3, config.seed)
+    for head in heads:  # the other view's out-of-fold rows are this head's predictions on that view
+        rows = folds[head.fold][1]
+        np.testing.assert_allclose(oof[head.view, 1 - head.view, rows], head.predict(features[rows, 1 - head.view]))
+
+
+def test_logistic_regressions_are_scikit_learns_per_fold_on_the_original_view():
+    features, labels = separable()
+    folds = make_folds(labels, 3, seed=5)
+    heads, oof = train_logistic(features, labels, folds, 3)
+    assert [(head.fold, head.view) for head in heads] == [(0, 0), (1, 0), (2, 0)]
+    assert oof.shape == (1, 2, 60, 3)
+    assert score_predictions(oof[0, 0], labels, 3)["log_loss"] < 0.5 * math.log(3)
+    train, validation = folds[1]
+    x = features[train, 0]
+    reference = LogisticRegression().fit((x - x.mean(axis=0)) / x.std(axis=0), labels[train])
+    expected = reference.predict_proba((features[validation, 0] - x.mean(axis=0)) / x.std(axis=0))
+    np.testing.assert_allclose(oof[0, 0, validation], expected, atol=1e-4)
+    assert 1 <= heads[1].epochs <= 100  # lbfgs iterations
+
+
+def test_logistic_regression_keeps_every_class_column_with_two_classes_or_one_absent():
+    features, labels = separable(n_per_class=12)
+    labels = np.where(labels == 1, 2, labels)  # classes 0 and 2 of 3 only
+    folds = make_folds(labels, 3, seed=5)
+    heads, oof = train_logistic(features, labels, folds, 3)
+    np.testing.assert_allclose(oof[0, 0].sum(axis=1), 1, rtol=1e-5)
+    assert (oof[0, 0][:, 1] == 0).all()
+    train, validation = folds[0]
+    x = features[train, 0]
+    reference = LogisticRegression().fit((x - x.mean(axis=0)) / x.std(axis=0), labels[train])
+    expected = reference.predict_proba((features[validation, 0] - x.mean(axis=0)) / x.std(axis=0))
+    np.testing.assert_allclose(oof[0, 0, validation][:, [0, 2]], expected, atol=1e-4)
 
 
 def test_score_predictions_matches_kaggle_clipping():
@@ -51,9 +92,9 @@ def test_each_head_stops_on_its_own_validation_loss():
     noise = rng.normal(0, 1, (90, 16))
     features = np.stack([learnable, noise], axis=1).astype(np.float32)
     config = make_config(n_folds=3, max_epochs=60, patience=3, learning_rate=0.03, head_batch_size=16)
-    heads, oof = train_heads(features, labels, 3, config)
+    heads, oof = train_heads(features, labels, make_folds(labels, 3, config.seed), 3, config)
     epochs = {view: [head.epochs for head in heads if head.view == view] for view in (0, 1)}
     assert np.mean(epochs[1]) < 0.5 * np.mean(epochs[0])
     assert len(set(epochs[0] + epochs[1])) > 2  # each stopped at its own epoch
     assert all(config.patience + 1 <= count <= config.max_epochs for count in epochs[0] + epochs[1])
-    assert score_predictions(oof[0], labels, 3)["log_loss"] < score_predictions(oof[1], labels, 3)["log_loss"]
+    assert score_predictions(oof[0, 0], labels, 3)["log_loss"] < score_predictions(oof[1, 1], labels, 3)["log_loss"]

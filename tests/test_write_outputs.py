@@ -4,7 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kaggle_src.write_outputs import SubmissionError, make_submission, validate_submission, write_metrics, write_submission
+from kaggle_src.write_outputs import (
+    SubmissionError, make_submission, validate_submission, write_metrics, write_report, write_submission,
+)
 
 IDS = ["b" * 32, "a" * 32, "c" * 32]
 CLASSES = ["akita", "beagle"]
@@ -58,3 +60,9 @@ def test_a_bad_submission_never_replaces_a_good_one(tmp_path):
 def test_metrics_are_json(tmp_path):
     write_metrics({"oof": {"ensemble": {"log_loss": 0.25}}}, tmp_path / "metrics.json")
     assert json.loads((tmp_path / "metrics.json").read_text())["oof"]["ensemble"]["log_loss"] == 0.25
+
+
+def test_report_is_written_whole(tmp_path):
+    write_report("# Run report\n", tmp_path / "report.md")
+    assert (tmp_path / "report.md").read_text() == "# Run report\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.md"]

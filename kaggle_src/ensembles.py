@@ -1,0 +1,145 @@
+"""The ensembling options, each scored on the out-of-fold predictions; the run submits the best.
+
+Each option is a fixed recipe for combining heads' predictions into one per image. The same recipe
+makes an image's out-of-fold prediction (from the heads that never trained on it: one per view) and
+its test prediction (from every fold's heads), so its out-of-fold log loss measures what the test
+gets. There are only a handful, so that choosing the lowest does not itself overfit the 10,222 rows.
+
+Temperature scaling divides the log-probabilities by a temperature T fitted to minimise the log loss
+on out-of-fold predictions. It is cross-fitted: each fold's rows are scaled with the T fitted on the
+other folds' rows, so its score is never taken on the rows it was fitted on; the test predictions
+get the T fitted on every row.
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .train_heads import score_predictions
+
+EPS = 1e-15  # Kaggle's clipping: the smallest probability a log is taken of
+MAX_TEMPERATURE = 20.0  # temperatures are searched in [1 / MAX_TEMPERATURE, MAX_TEMPERATURE]
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    family: str  # whose predictions: "heads" (dropout + softmax) or "logistic" (logistic regressions)
+    tta: bool  # each head on every view (test-time augmentation), not only its own
+    geometric: bool  # geometric mean (renormalised) rather than arithmetic
+    temperature: bool  # temperature-scaled
+    description: str
+
+
+OPTIONS = (
+    Option("seed", "heads", False, False, False, "each head on its own view, arithmetic mean (the seed's)"),
+    Option("geometric", "heads", False, True, False, "each head on its own view, geometric mean"),
+    Option("tta", "heads", True, False, False, "each head on both views, arithmetic mean"),
+    Option("tta_geometric", "heads", True, True, False, "each head on both views, geometric mean"),
+    Option(
+        "tta_geometric_temperature", "heads", True, True, True,
+        "each head on both views, geometric mean, temperature-scaled",
+    ),
+    Option("logistic", "logistic", False, False, False, "logistic regressions on the original view, arithmetic mean"),
+)
+
+
+@dataclass
+class ScoredOption:
+    """One option's predictions and its out-of-fold scores."""
+
+    option: Option
+    oof: np.ndarray  # (n_train, classes)
+    test: np.ndarray  # (n_test, classes)
+    log_loss: float
+    accuracy: float
+    temperature: float | None = None  # fitted on every out-of-fold row, applied to the test; None: not scaled
+
+    def scores(self):
+        """What metrics.json records: log loss, accuracy and, for a scaled option, its temperature."""
+        scores = {"log_loss": self.log_loss, "accuracy": self.accuracy}
+        return scores if self.temperature is None else {**scores, "temperature": self.temperature}
+
+
+def score_options(predictions, labels, folds):
+    """Every option that `predictions` allow, in OPTIONS' order, with its out-of-fold scores.
+
+    `predictions`: {family: (out-of-fold (head views, views, n, classes), test (folds, head views, views,
+    n_test, classes))}. An option whose family is absent is left out, as are the tta options with one view.
+    """
+    scored = []
+    for option in OPTIONS:
+        if option.family not in predictions:
+            continue
+        oof, test = predictions[option.family]
+        if option.tta and oof.shape[1] < 2:
+            continue
+        pairs = [
+            (head, view) for head in range(oof.shape[0]) for view in range(oof.shape[1]) if option.tta or head == view
+        ]
+        oof_mean = combine(np.stack([oof[head, view] for head, view in pairs]), option.geometric)
+        test_mean = combine(np.concatenate([test[:, head, view] for head, view in pairs]), option.geometric)
+        temperature = None
+        if option.temperature:
+            temperature = fit_temperature(oof_mean, labels)
+            oof_mean, test_mean = cross_fit_temperature(oof_mean, labels, folds), scale(test_mean, temperature)
+        scores = score_predictions(oof_mean, labels, oof.shape[-1])
+        scored.append(ScoredOption(option, oof_mean, test_mean, scores["log_loss"], scores["accuracy"], temperature))
+    return scored
+
+
+def choose(scored):
+    """The option with the lowest out-of-fold log loss; on a tie the earlier one (the seed's before the rest)."""
+    return min(scored, key=lambda candidate: candidate.log_loss)
+
+
+def combine(members, geometric):
+    """The mean over `members` (k, n, classes) for each row: arithmetic, or geometric renormalised to sum to 1."""
+    if geometric:
+        return _softmax(np.log(np.clip(members, EPS, 1)).mean(axis=0, dtype=np.float64))
+    return members.mean(axis=0, dtype=np.float64)
+
+
+def scale(probabilities, temperature):
+    """softmax(log p / T) for each row p of `probabilities`."""
+    return _softmax(np.log(np.clip(probabilities, EPS, 1)) / temperature)
+
+
+def fit_temperature(probabilities, labels):
+    """The T in [1/20, 20] that minimises the log loss of scale(probabilities, T), by golden-section search.
+
+    The log loss is convex in 1/T, so it has one minimum along log T, which the search narrows to.
+    """
+    log_p = np.log(np.clip(np.asarray(probabilities, np.float64), EPS, 1))
+    rows = np.arange(len(labels))
+
+    def loss(log_temperature):
+        logits = log_p / math.exp(log_temperature)
+        return np.mean(_logsumexp(logits) - logits[rows, labels])
+
+    low, high, ratio = -math.log(MAX_TEMPERATURE), math.log(MAX_TEMPERATURE), (math.sqrt(5) - 1) / 2
+    for _ in range(40):
+        left, right = high - ratio * (high - low), low + ratio * (high - low)
+        if loss(left) < loss(right):
+            high = right
+        else:
+            low = left
+    return math.exp((low + high) / 2)
+
+
+def cross_fit_temperature(probabilities, labels, folds):
+    """`probabilities` scaled fold by fold, each validation fold with the T fitted on the other folds' rows."""
+    scaled = np.empty_like(probabilities)
+    for train_index, validation_index in folds:
+        temperature = fit_temperature(probabilities[train_index], labels[train_index])
+        scaled[validation_index] = scale(probabilities[validation_index], temperature)
+    return scaled
+
+
+def _logsumexp(logits):
+    top = logits.max(axis=1)
+    return top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
+
+
+def _softmax(logits):
+    return np.exp(logits - _logsumexp(logits)[:, None])

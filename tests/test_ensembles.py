@@ -1,0 +1,124 @@
+import math
+
+import numpy as np
+
+from kaggle_src.ensembles import (
+    OPTIONS, choose, combine, cross_fit_temperature, fit_temperature, scale, score_options,
+)
+from kaggle_src.train_heads import make_folds
+
+
+def probabilities(rng, *shape):
+    values = rng.gamma(1.0, size=shape)
+    return values / values.sum(axis=-1, keepdims=True)
+
+
+def log_loss(p, labels):
+    return -np.mean(np.log(p[np.arange(len(labels)), labels]))
+
+
+def geometric(members):
+    g = np.exp(np.log(members).mean(axis=0))
+    return g / g.sum(axis=-1, keepdims=True)
+
+
+def softmax(logits):
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_each_option_combines_its_members_and_is_scored_out_of_fold():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 12)
+    folds = make_folds(labels, 4, seed=0)
+    oof, test = probabilities(rng, 2, 2, 36, 3), probabilities(rng, 4, 2, 2, 5, 3)  # (folds,) head views, views, rows
+    logistic_oof, logistic_test = probabilities(rng, 1, 2, 36, 3), probabilities(rng, 4, 1, 2, 5, 3)
+    predictions = {"heads": (oof, test), "logistic": (logistic_oof, logistic_test)}
+    scored = {s.option.name: s for s in score_options(predictions, labels, folds)}
+    assert list(scored) == [option.name for option in OPTIONS]
+    own_test = np.concatenate([test[:, 0, 0], test[:, 1, 1]])  # every fold's heads, each on its own view
+    all_test = test.reshape(-1, 5, 3)
+    expected = {
+        "seed": ((oof[0, 0] + oof[1, 1]) / 2, own_test.mean(axis=0)),
+        "geometric": (geometric(oof[[0, 1], [0, 1]]), geometric(own_test)),
+        "tta": (oof.mean(axis=(0, 1)), all_test.mean(axis=0)),
+        "tta_geometric": (geometric(oof.reshape(4, 36, 3)), geometric(all_test)),
+        "logistic": (logistic_oof[0, 0], logistic_test[:, 0, 0].mean(axis=0)),
+    }
+    for name, (expected_oof, expected_test) in expected.items():
+        np.testing.assert_allclose(scored[name].oof, expected_oof, rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(scored[name].test, expected_test, rtol=1e-6, err_msg=name)
+        assert math.isclose(scored[name].log_loss, log_loss(expected_oof, labels), rel_tol=1e-6), name
+        assert scored[name].accuracy == (expected_oof.argmax(axis=1) == labels).mean(), name
+        assert scored[name].temperature is None and "temperature" not in scored[name].scores()
+    tempered = scored["tta_geometric_temperature"]
+    temperature = fit_temperature(expected["tta_geometric"][0], labels)
+    assert tempered.temperature == temperature and tempered.scores()["temperature"] == temperature
+    np.testing.assert_allclose(tempered.test, scale(expected["tta_geometric"][1], temperature), rtol=1e-6)
+    cross_fitted = cross_fit_temperature(expected["tta_geometric"][0], labels, folds)
+    np.testing.assert_allclose(tempered.oof, cross_fitted, rtol=1e-6)
+    assert math.isclose(tempered.log_loss, log_loss(tempered.oof, labels), rel_tol=1e-6)
+
+
+def test_the_lowest_out_of_fold_log_loss_wins_and_brings_its_test_predictions():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 4, 200)
+    folds = make_folds(labels, 5, seed=1)
+
+    informed = probabilities(rng, 1, 2, 200, 4) * 0.2
+    informed[..., np.arange(200), labels] += 0.8  # 0.8 and more on the true class, where the heads know nothing
+    heads = (probabilities(rng, 2, 2, 200, 4), probabilities(rng, 5, 2, 2, 7, 4))
+    logistic = (informed, probabilities(rng, 5, 1, 2, 7, 4))
+    scored = score_options({"heads": heads, "logistic": logistic}, labels, folds)
+    chosen = choose(scored)
+    assert chosen.option.name == "logistic"
+    assert chosen.log_loss == min(s.log_loss for s in scored) < scored[0].log_loss
+    np.testing.assert_allclose(chosen.test, logistic[1][:, 0, 0].mean(axis=0), rtol=1e-6)
+
+
+def test_a_tie_goes_to_the_earlier_option():
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 3, 30)
+    same = probabilities(rng, 1, 1, 30, 3)  # one view: seed and geometric are the same prediction
+    scored = score_options({"heads": (same, probabilities(rng, 3, 1, 1, 4, 3))}, labels, make_folds(labels, 3, seed=2))
+    assert [s.option.name for s in scored] == ["seed", "geometric"]  # no tta with one view, no logistic asked for
+    assert choose(scored).option.name == "seed"
+
+
+def test_geometric_mean_is_renormalised_to_rows_summing_to_one():
+    rng = np.random.default_rng(3)
+    members = probabilities(rng, 4, 10, 6)
+    combined = combine(members, geometric=True)
+    np.testing.assert_allclose(combined.sum(axis=1), 1, rtol=1e-12)
+    np.testing.assert_allclose(combined, geometric(members), rtol=1e-10)
+    assert not np.allclose(combined, combine(members, geometric=False), atol=1e-3)
+    np.testing.assert_allclose(combine(members, geometric=False), members.mean(axis=0), rtol=1e-12)
+
+
+def test_temperature_fixes_over_confidence_and_leaves_calibrated_predictions_alone():
+    rng = np.random.default_rng(4)
+    logits = rng.normal(0, 2, (6000, 5))
+    calibrated = softmax(logits)
+    labels = (calibrated.cumsum(axis=1) < rng.random((6000, 1))).sum(axis=1)  # drawn from the predictions
+    folds = make_folds(labels, 5, seed=4)
+    assert abs(fit_temperature(calibrated, labels) - 1) < 0.08
+    over_confident = softmax(3 * logits)
+    assert abs(fit_temperature(over_confident, labels) - 3) < 0.25
+    scaled = cross_fit_temperature(over_confident, labels, folds)
+    assert log_loss(scaled, labels) < 0.75 * log_loss(over_confident, labels)
+    assert abs(log_loss(scaled, labels) - log_loss(calibrated, labels)) < 0.01
+    unchanged = cross_fit_temperature(calibrated, labels, folds)
+    assert abs(log_loss(unchanged, labels) - log_loss(calibrated, labels)) < 0.005
+
+
+def test_cross_fitting_scales_each_fold_with_a_temperature_fitted_on_the_other_folds():
+    rng = np.random.default_rng(5)
+    logits = rng.normal(0, 2, (3000, 5))
+    labels = (softmax(logits).cumsum(axis=1) < rng.random((3000, 1))).sum(axis=1)
+    folds = make_folds(labels, 5, seed=5)
+    first = folds[0][1]
+    predictions = softmax(logits)
+    predictions[first] = softmax(4 * logits[first])  # only the first fold is over-confident
+    scaled = cross_fit_temperature(predictions, labels, folds)
+    np.testing.assert_allclose(scaled[first], predictions[first], atol=0.05)  # the others say T is about 1
+    assert fit_temperature(predictions[first], labels[first]) > 3  # fitted on its own rows, it would have changed

@@ -1,0 +1,46 @@
+import numpy as np
+
+from kaggle_src.report import confused_pairs, report_markdown
+
+CLASSES = ["akita", "beagle", "collie", "dingo"]
+
+
+def test_confused_pairs_sum_both_directions_and_come_most_first():
+    truth_and_guess = [(0, 1)] * 3 + [(1, 0)] * 2 + [(2, 3)] * 4 + [(0, 2)] + [(0, 0), (1, 1), (2, 2), (3, 3)] * 5
+    labels = np.array([truth for truth, _ in truth_and_guess])
+    probabilities = np.eye(4)[[guess for _, guess in truth_and_guess]] * 0.7 + 0.075
+    pairs = confused_pairs(probabilities, labels, CLASSES)
+    assert pairs == [
+        {"breeds": ["akita", "beagle"], "count": 5, "first_as_second": 3, "second_as_first": 2},
+        {"breeds": ["collie", "dingo"], "count": 4, "first_as_second": 4, "second_as_first": 0},
+        {"breeds": ["akita", "collie"], "count": 1, "first_as_second": 1, "second_as_first": 0},
+    ]
+    assert confused_pairs(probabilities, labels, CLASSES, top=2) == pairs[:2]
+    assert confused_pairs(np.eye(4)[labels], labels, CLASSES) == []
+
+
+def metrics(confused):
+    return {
+        "options": {
+            "seed": {"log_loss": 0.25, "accuracy": 0.93},
+            "tta": {"log_loss": 0.2, "accuracy": 0.94},
+            "tta_geometric_temperature": {"log_loss": 0.22, "accuracy": 0.935, "temperature": 0.8},
+        },
+        "chosen": {"option": "tta", "improvement_over_seed": 0.05},
+        "confused": confused,
+        "counts": {"train_images": 10222, "folds": 5},
+        "chance_log_loss": 4.787,
+        "seconds": {"extract_features": 300.0, "train_heads": 60.5, "total": 400.3},
+    }
+
+
+def test_report_holds_the_table_the_winner_the_confused_pairs_and_the_times():
+    pair = {"breeds": ["akita", "beagle"], "count": 5, "first_as_second": 3, "second_as_first": 2}
+    report = report_markdown(metrics([pair]))
+    assert "| seed | each head on its own view, arithmetic mean (the seed's) | 0.2500 | 0.9300 |" in report
+    assert "| **tta** (submitted) | each head on both views, arithmetic mean | 0.2000 | 0.9400 |" in report
+    assert "temperature-scaled (T = 0.800) | 0.2200 | 0.9350 |" in report
+    assert "Submitted: **tta**, out-of-fold log loss 0.2000, 0.0500 (20.0%) below the seed's heads (0.2500)" in report
+    assert "| akita / beagle | 5 | 3 | 2 |" in report
+    assert "| train_heads | 60.5 |" in report and "| total | 400.3 |" in report
+    assert "None: every out-of-fold prediction's top breed is the true one." in report_markdown(metrics([]))
