@@ -63,7 +63,8 @@ BACKBONES = {
         for name, size in [("s", 384), ("m", 480), ("l", 480)]
     },
     **{
-        f"convnext_{name}": Backbone(f"ConvNeXt{name.title()}", f"convnext_{name}_notop.h5", 224, width, "raw")
-        for name, width in [("tiny", 768), ("small", 768), ("base", 1024), ("large", 1536), ("xlarge", 2048)]
+        f"convnext_{name}": Backbone(f"ConvNeXt{suffix}", f"convnext_{name}_notop.h5", 224, width, "raw")
+        for name, suffix, width in [("tiny", "Tiny", 768), ("small", "Small", 768), ("base", "Base", 1024),
+                                    ("large", "Large", 1536), ("xlarge", "XLarge", 2048)]
     },
 }

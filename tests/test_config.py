@@ -59,3 +59,12 @@ def test_parse_value_checks_key_and_type():
         parse_value("epochs", "3")
     with pytest.raises(InputError, match="n_folds='five': expected an integer"):
         parse_value("n_folds", "five")
+
+
+def test_every_registered_backbone_names_a_keras_application():
+    import keras
+
+    from kaggle_src.backbones import BACKBONES
+
+    missing = [entry.constructor for entry in BACKBONES.values() if not hasattr(keras.applications, entry.constructor)]
+    assert missing == []
