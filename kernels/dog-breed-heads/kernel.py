@@ -6,8 +6,8 @@ softmax heads on the CPU, and writes the mean of their predictions to
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   416dd5f
-    sources sha256:  2d0e8b8646ca602e4c345abab371f01324269e0c5345099af6583e0c944cf0a4
+    source commit:   a17ba3e
+    sources sha256:  61ce758aea86bdb9d868ee3ee716d2ac425cfc9ecd03542ce40ee8596aa688e7
     build settings:  features='/kaggle/input'
     configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, logistic=True,
@@ -27,7 +27,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
 
 BUILD_SETTINGS = {'features': '/kaggle/input'}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': '416dd5f', 'sources_sha256': '2d0e8b8646ca602e4c345abab371f01324269e0c5345099af6583e0c944cf0a4', 'settings': {'features': '/kaggle/input'}}
+BUILD = {'commit': 'a17ba3e', 'sources_sha256': '61ce758aea86bdb9d868ee3ee716d2ac425cfc9ecd03542ce40ee8596aa688e7', 'settings': {'features': '/kaggle/input'}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -295,8 +295,9 @@ BACKBONES = {
         for name, size in [("s", 384), ("m", 480), ("l", 480)]
     },
     **{
-        f"convnext_{name}": Backbone(f"ConvNeXt{name.title()}", f"convnext_{name}_notop.h5", 224, width, "raw")
-        for name, width in [("tiny", 768), ("small", 768), ("base", 1024), ("large", 1536), ("xlarge", 2048)]
+        f"convnext_{name}": Backbone(f"ConvNeXt{suffix}", f"convnext_{name}_notop.h5", 224, width, "raw")
+        for name, suffix, width in [("tiny", "Tiny", 768), ("small", "Small", 768), ("base", "Base", 1024),
+                                    ("large", "Large", 1536), ("xlarge", "XLarge", 2048)]
     },
 }
 '''
