@@ -158,7 +158,7 @@ STOPS = {
     "input root missing": (lambda c: None, ["--dry-run", "--input-root", "{root}/nowhere"],
                            "input root {root}/nowhere: not a folder"),
     "unknown backbone": (lambda c: None, ["--dry-run", "--backbones", "xception,resnet9000"],
-                         "config backbones='xception,resnet9000': expected one or more of xception, inception_v3"),
+                         "config backbones='xception,resnet9000': expected one or more of " + ", ".join(BACKBONES)),
     "one fold": (lambda c: None, ["--dry-run", "--n-folds", "1"], "config n_folds=1: expected at least 2"),
     "image below a backbone's minimum": (lambda c: None, ["--dry-run", "--image-size", "72"],
                                          "config image_size=72: expected at least 75 for these backbones"),
