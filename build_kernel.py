@@ -61,8 +61,8 @@ KERNELS = {
         "Finds the competition and the ImageNet weights under /kaggle/input, loads every image as uint8,\n"
         "extracts the features of each image and of its horizontal flip with {backbones} on the GPU,\n"
         "saves them (features.npz) for heads-only kernels, trains {folds}-fold x {views}-view dropout +\n"
-        "softmax heads, and writes the mean of their predictions to /kaggle/working/submission.csv, with\n"
-        "the cross-validated scores in metrics.json.",
+        "softmax heads, and writes the ensemble with the best out-of-fold log loss to\n"
+        "/kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.",
         gpu=True, settings={},
         usage="Run here:   python kernel.py --input-root input_stub --output-dir working --dry-run\n"
               "On Kaggle:  no arguments: /kaggle/input -> /kaggle/working, the real weights.",
@@ -71,8 +71,8 @@ KERNELS = {
         "dog-breed-heads", "Dog Breed Heads",
         "Reads the features that the dog-breed-xception-inception kernel saved (its output, attached as\n"
         "an input), checks them against the competition, trains {folds}-fold x {views}-view dropout +\n"
-        "softmax heads on the CPU, and writes the mean of their predictions to\n"
-        "/kaggle/working/submission.csv, with the cross-validated scores in metrics.json.",
+        "softmax heads on the CPU, and writes the ensemble with the best out-of-fold log loss to\n"
+        "/kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.",
         gpu=False, settings={"features": "/kaggle/input"},
         usage="Run here:   python kernel.py --input-root input_stub --output-dir heads --dry-run --features working\n"
               "            (after the full kernel's dry run wrote working/)\n"

@@ -32,6 +32,7 @@ class Config:
     learning_rate: float = 1e-3
     max_epochs: int = 50
     patience: int = 5  # epochs without a better validation loss before a head stops
+    standardise: bool = False  # heads centre and scale each feature by their fold's statistics (on for --dry-run)
     logistic: bool = True  # also fit a logistic regression per fold (CPU: 2-8 min at full size), an ensembling option
     head_batch_size: int = 128
     extract_batch_size: int = 0  # images per extraction batch; 0: from free GPU memory (64 without a GPU)
@@ -100,12 +101,14 @@ class Config:
 
 
 def make_config(**overrides):
-    """A Config from the defaults and `overrides`. Unless one is given, the image size is the backbones'
-    largest native size, or the small dry-run size."""
+    """A Config from the defaults and `overrides`. Unless given, the image size is the backbones' largest
+    native size, and `standardise` is off, as in the seed. A dry run defaults to the small dry-run size and to
+    standardised heads: random-init backbones give features that are nearly constant per column, which a
+    head cannot learn from unless each column is centred and scaled."""
+    if overrides.get("dry_run"):
+        overrides = {"image_size": DRY_RUN_IMAGE_SIZE, "standardise": True, **overrides}
     if "image_size" in overrides:
         return Config(**overrides)
-    if overrides.get("dry_run"):
-        return Config(**overrides, image_size=DRY_RUN_IMAGE_SIZE)
     config = Config(**overrides)
     return dataclasses.replace(config, image_size=config.native_size)
 

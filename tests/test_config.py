@@ -24,6 +24,13 @@ def test_dry_run_uses_small_images_unless_a_size_is_given():
     assert make_config().image_size == 299
 
 
+def test_dry_run_standardises_heads_unless_told_not_to_and_a_real_run_does_not():
+    assert make_config(dry_run=True).standardise
+    assert not make_config(dry_run=True, standardise=False).standardise
+    assert not make_config().standardise
+    assert parse(["--dry-run", "--no-standardise"]).standardise is False
+
+
 def test_flags_override_defaults():
     config = parse(["--n-folds", "3", "--no-flips", "--backbones", "xception", "--dropout", "0.25", "--dry-run"])
     assert (config.n_folds, config.flips, config.backbones, config.dropout) == (3, False, ("xception",), 0.25)

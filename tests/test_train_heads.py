@@ -34,7 +34,7 @@ def separable(n_per_class=20, n_classes=3, seed=0):
 
 def test_heads_learn_separable_features_and_fill_every_out_of_fold_row():
     features, labels = separable()
-    config = make_config(n_folds=3, max_epochs=40, patience=40, learning_rate=0.02)
+    config = make_config(n_folds=3, max_epochs=40, patience=40, learning_rate=0.02, standardise=True)
     heads, oof = train_heads(features, labels, make_folds(labels, 3, config.seed), 3, config)
     assert [(head.fold, head.view) for head in heads] == [(f, v) for f in range(3) for v in range(2)]
     assert oof.shape == (2, 2, 60, 3)  # (head views, views, rows, classes)
@@ -45,6 +45,16 @@ def test_heads_learn_separable_features_and_fill_every_out_of_fold_row():
     for head in heads:  # the other view's out-of-fold rows are this head's predictions on that view
         rows = folds[head.fold][1]
         np.testing.assert_allclose(oof[head.view, 1 - head.view, rows], head.predict(features[rows, 1 - head.view]))
+
+
+def test_without_standardise_heads_see_the_features_as_they_are_like_the_seeds():
+    features, labels = separable()
+    config = make_config(n_folds=3, max_epochs=40, patience=40, learning_rate=0.02)
+    heads, oof = train_heads(features, labels, make_folds(labels, 3, config.seed), 3, config)
+    for head in heads:
+        assert not head.mean.any() and (head.scale == 1).all()
+    assert score_predictions(oof[0, 0], labels, 3)["log_loss"] < 0.5 * math.log(3)  # the unit-scale view learns
+    assert score_predictions(oof[1, 1], labels, 3)["log_loss"] > 0.9 * math.log(3)  # the 1e-5-scale view cannot
 
 
 def test_logistic_regressions_are_scikit_learns_per_fold_on_the_original_view():
