@@ -89,6 +89,18 @@ def test_half_precision_features_are_float32_and_close_to_full_precision(images,
     close_to(features, expected, tolerance)
 
 
+def test_xla_compiled_extractor_equals_the_uncompiled_one(images, tmp_path):
+    """The GPU's XLA path, compiled and run on the CPU (a small backbone, to keep the compile short)."""
+    features = {}
+    for xla in ("off", "on"):
+        keras.utils.set_random_seed(0)
+        extractor = build_extractor(make_config(dry_run=True, backbones=("mobilenet_v2",), image_size=SIZE, xla=xla))
+        assert extractor.jit_compile is (xla == "on")
+        features[xla] = extract_features(extractor, loaded(images, tmp_path), batch_size=5)
+    assert features["on"].shape == (5, 2, 1280)
+    close_to(features["on"], features["off"], 1e-4)
+
+
 @pytest.mark.parametrize("module, mode", [("xception", "tf"), ("resnet50", "caffe"), ("densenet", "torch"),
                                           ("efficientnet_v2", "raw")])
 def test_preprocessing_matches_keras_applications(module, mode):
