@@ -8,8 +8,9 @@ same size, same device: CPU at a reduced size, and at 299 px on each GPU found),
 the 10-head CV on full-scale synthetic features, with the out-of-fold log loss of both), 4 memory (peak
 RSS of a full-scale load plus extraction, as a multiple of the uint8 image bytes), 5 on paper (FLOPs
 per image, the T4 x2 float16 peak, the lower bound on extraction time that follows). Each timing is
-the median of `--repeats` runs, the two sides taking turns (the heads, minutes a side, run once each). Random-init weights stand in for ImageNet's
-(written to legacy .h5 files and loaded by both sides): speed does not depend on the values.
+the median of `--repeats` runs, the two sides taking turns (the heads, minutes a side, run once each);
+rows 1-3 each run in a fresh process, row 4 too. Random-init weights stand in for ImageNet's (written
+to legacy .h5 files and loaded by both sides): speed does not depend on the values.
 """
 import argparse
 import json
@@ -215,6 +216,40 @@ def print_table(rows):
         print(f"    {entry['note']}")
 
 
+GROUPS = ("loading", "extraction", "heads")  # the rows that time ours against the reference, in this order
+
+
+def measure_group(group, args, sources):
+    """The rows of `group`, measured in this process: loading, extraction (CPU, then each GPU variant) or heads."""
+    paths = sorted(sources.glob("*.jpg"))
+    if group == "loading":
+        return [bench_loading(paths, 299, args.repeats)]
+    if group == "heads":
+        return [bench_heads()]  # minutes a side: once each
+    with tempfile.TemporaryDirectory() as weights_dir:
+        with tf.device("/cpu:0"):
+            rows = bench_extraction(paths[:args.cpu_images], args.cpu_size, Path(weights_dir), args.repeats, "CPU",
+                                    [("float32", "off")])
+        gpus = machine()["gpus"]
+        if gpus:
+            gpu_paths = [paths[index % len(paths)] for index in range(args.gpu_images)]
+            variants = [("float32", "off"), ("auto", "off"), ("auto", "on")]
+            rows += bench_extraction(gpu_paths, 299, Path(weights_dir), args.repeats, gpus[0], variants)
+    return rows
+
+
+def measure_in_own_process(group, args, sources):
+    """measure_group in a fresh Python process: one row's leftovers (thread pools, allocations) slowed the
+    next (the heads ran 2x slower after the extraction rows than alone), so no row shares a process."""
+    command = [sys.executable, "-m", "benchmarks.run", "--group", group, "--sources", str(sources),
+               "--repeats", str(args.repeats), "--cpu-size", str(args.cpu_size), "--cpu-images", str(args.cpu_images),
+               "--gpu-images", str(args.gpu_images)]
+    result = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    if result.returncode:
+        raise SystemExit(f"benchmark group {group} failed (exit code {result.returncode}); its error is above")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results.json")
@@ -223,33 +258,27 @@ def main():
     parser.add_argument("--cpu-images", type=int, default=32, help="images in the CPU extraction row")
     parser.add_argument("--gpu-images", type=int, default=2048, help="images in each GPU extraction row (299 px)")
     parser.add_argument("--memory-images", type=int, default=TRAIN_IMAGES + TEST_IMAGES)
+    parser.add_argument("--group", choices=GROUPS, help=argparse.SUPPRESS)  # internal: measure one group, print JSON
+    parser.add_argument("--sources", type=Path, help=argparse.SUPPRESS)  # internal: the synthetic JPEGs' folder
     args = parser.parse_args()
+    if args.group:
+        print(json.dumps(measure_group(args.group, args, args.sources)))
+        return
     started = time.perf_counter()
     info = machine()
     print(f"machine: {info}")
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        scratch = Path(scratch)
-        (scratch / "jpegs").mkdir()
-        paths = synthetic_jpegs(scratch / "jpegs", 400)
-        rows.append(bench_loading(paths, 299, args.repeats))
+        sources = Path(scratch) / "jpegs"
+        sources.mkdir()
+        synthetic_jpegs(sources, 400)
+        for group in GROUPS:
+            rows += measure_in_own_process(group, args, sources)
+            print_table([entry for entry in rows if entry["row"].startswith(str(GROUPS.index(group) + 1))])
+        rows.append(bench_memory(sources, args.memory_images, 299))
         print_table(rows[-1:])
-        with tf.device("/cpu:0"):
-            rows += bench_extraction(paths[:args.cpu_images], args.cpu_size, scratch, args.repeats, "CPU", [("float32", "off")])
-        print_table(rows[-1:])
-        gpu_rate = None
-        if info["gpus"]:
-            gpu_paths = [paths[index % len(paths)] for index in range(args.gpu_images)]
-            variants = [("float32", "off"), ("auto", "off"), ("auto", "on")]
-            gpu_rows = bench_extraction(gpu_paths, 299, scratch, args.repeats, info["gpus"][0], variants)
-            rows += gpu_rows
-            gpu_rate = max(entry["ours"] for entry in gpu_rows)
-            print_table(gpu_rows)
-        rows.append(bench_heads())  # minutes a side: once each
-        print_table(rows[-1:])
-        rows.append(bench_memory(scratch / "jpegs", args.memory_images, 299))
-        print_table(rows[-1:])
-    rows.append(on_paper(gpu_rate, info["gpus"][0] if info["gpus"] else None))
+    gpu_rates = [entry["ours"] for entry in rows if entry["row"].startswith("2 extraction") and "CPU" not in entry["row"]]
+    rows.append(on_paper(max(gpu_rates, default=None), info["gpus"][0] if info["gpus"] else None))
     seconds = time.perf_counter() - started
     print_table(rows)
     print(f"\n{seconds:.0f} s in all; wrote {args.json}")
