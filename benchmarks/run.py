@@ -79,7 +79,8 @@ def side_by_side(ours, reference, repeats):
 
 
 def row(name, measure, ours, reference, higher_is_better, note=""):
-    ratio = ours / reference if higher_is_better else reference / ours
+    """One table row; `ours` is None where it was not measured (the ratio is then None too)."""
+    ratio = None if ours is None else ours / reference if higher_is_better else reference / ours
     return {"row": name, "measure": measure, "ours": ours, "reference": reference,
             "speedup" if measure != "peak RSS / image bytes" else "ratio": ratio, "note": note}
 
@@ -193,7 +194,7 @@ def on_paper(measured_rate, device):
     total_pflop = (TRAIN_IMAGES + TEST_IMAGES) * 2 * sum(gflops.values()) / 1e6
     lower_bound = total_pflop * 1e15 / (2 * T4_FLOAT16_TFLOPS * 1e12)
     ours = (TRAIN_IMAGES + TEST_IMAGES) / measured_rate if measured_rate else None
-    return row("5 on paper", "seconds", ours or float("nan"), lower_bound, False,
+    return row("5 on paper", "seconds", ours, lower_bound, False,
                f"GFLOP per 299 px image: xception {gflops['xception']:.1f}, inception_v3 {gflops['inception_v3']:.1f}; "
                f"both views of {TRAIN_IMAGES + TEST_IMAGES} images = {total_pflop:.2f} PFLOP; reference column: that "
                f"at T4 x2's float16 peak ({2 * T4_FLOAT16_TFLOPS} TFLOP/s); ours: "
@@ -209,10 +210,14 @@ def machine():
 
 
 def print_table(rows):
+    def number(value, suffix=""):
+        return "-" if value is None else f"{value:.2f}{suffix}"
+
     print(f"\n{'row':<28} {'measure':<24} {'ours':>10} {'reference':>10} {'ours vs ref':>12}")
     for entry in rows:
         ratio = entry.get("speedup", entry.get("ratio"))
-        print(f"{entry['row']:<28} {entry['measure']:<24} {entry['ours']:>10.2f} {entry['reference']:>10.2f} {ratio:>11.2f}x")
+        print(f"{entry['row']:<28} {entry['measure']:<24} {number(entry['ours']):>10} "
+              f"{number(entry['reference']):>10} {number(ratio, 'x'):>12}")
         print(f"    {entry['note']}")
 
 

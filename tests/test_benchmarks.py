@@ -3,7 +3,7 @@ side-by-side timings compare like with like. (Timings themselves are for `python
 import numpy as np
 
 from benchmarks import seed_reference
-from benchmarks.run import bench_extraction, bench_loading, synthetic_features, synthetic_jpegs
+from benchmarks.run import bench_extraction, bench_loading, print_table, row, synthetic_features, synthetic_jpegs
 from kaggle_src.load_images import load_images
 from kaggle_src.train_heads import make_folds, score_predictions
 
@@ -41,3 +41,12 @@ def test_synthetic_features_have_the_shape_of_pooled_imagenet_features():
     features, labels = synthetic_features(2400, seed=0)
     assert features.shape == (2400, 2, 4096) and features.dtype == np.float32 and features.min() >= 0
     assert np.bincount(labels, minlength=120).min() > 5  # every class present
+
+
+def test_a_row_not_measured_has_no_ratio_and_prints_a_dash(capsys):
+    unmeasured = row("5 on paper", "seconds", None, 8.94, False, "no GPU here")
+    measured = row("3 heads", "seconds", 50.0, 100.0, False)
+    assert unmeasured["ours"] is None and unmeasured["speedup"] is None and measured["speedup"] == 2.0
+    print_table([unmeasured, measured])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].split()[-3:] == ["-", "8.94", "-"] and lines[4].split()[-3:] == ["50.00", "100.00", "2.00x"]
