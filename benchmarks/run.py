@@ -278,8 +278,9 @@ def main():
         sources.mkdir()
         synthetic_jpegs(sources, 400)
         for group in GROUPS:
-            rows += measure_in_own_process(group, args, sources)
-            print_table([entry for entry in rows if entry["row"].startswith(str(GROUPS.index(group) + 1))])
+            group_rows = measure_in_own_process(group, args, sources)
+            print_table(group_rows)
+            rows += group_rows
         rows.append(bench_memory(sources, args.memory_images, 299))
         print_table(rows[-1:])
     gpu_rates = [entry["ours"] for entry in rows if entry["row"].startswith("2 extraction") and "CPU" not in entry["row"]]

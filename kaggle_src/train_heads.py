@@ -14,10 +14,10 @@ centred inputs made heads overfit sooner (best epoch 4 instead of 14 on the benc
 features, validation log loss 0.255 instead of 0.233).
 
 The logistic regressions (scikit-learn's: lbfgs, its default C and limit of 100 iterations) always
-standardise, which lbfgs needs to converge in its iteration limit, and become TrainedHeads too, so everything downstream treats both kinds
-alike. They run on the CPU, about 0.8 CPU-seconds an iteration at full size (8,178 x 4,096 x 120 a
-fold): synthetic features of that size converged in 26-39 iterations, 25-40 s a fold on two cores;
-at the limit, about 1.5 minutes a fold.
+standardise, which lbfgs needs to converge in its iteration limit, and become TrainedHeads too, so
+everything downstream treats both kinds alike. They run on the CPU, about 0.8 CPU-seconds an
+iteration at full size (8,178 x 4,096 x 120 a fold): synthetic features of that size converged in
+26-39 iterations, 25-40 s a fold on two cores; at the limit, about 1.5 minutes a fold.
 """
 import warnings
 from dataclasses import dataclass
