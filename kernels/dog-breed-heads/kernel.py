@@ -6,8 +6,8 @@ softmax heads on the CPU, and writes the ensemble with the best out-of-fold log 
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   24f97fd
-    sources sha256:  4bfcde76dd2152aa9d2fbc39e9a47ab5085b55843cbdb8818668b3430590a19e
+    source commit:   fc26883
+    sources sha256:  18ae839fac4eab3b40abc9d6f5c21879cd28d603a3caf8acce7cc7687e409245
     build settings:  features='/kaggle/input'
     configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, standardise=False,
@@ -27,7 +27,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
 
 BUILD_SETTINGS = {'features': '/kaggle/input'}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': '24f97fd', 'sources_sha256': '4bfcde76dd2152aa9d2fbc39e9a47ab5085b55843cbdb8818668b3430590a19e', 'settings': {'features': '/kaggle/input'}}
+BUILD = {'commit': 'fc26883', 'sources_sha256': '18ae839fac4eab3b40abc9d6f5c21879cd28d603a3caf8acce7cc7687e409245', 'settings': {'features': '/kaggle/input'}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -898,10 +898,10 @@ centred inputs made heads overfit sooner (best epoch 4 instead of 14 on the benc
 features, validation log loss 0.255 instead of 0.233).
 
 The logistic regressions (scikit-learn's: lbfgs, its default C and limit of 100 iterations) always
-standardise, which lbfgs needs to converge in its iteration limit, and become TrainedHeads too, so everything downstream treats both kinds
-alike. They run on the CPU, about 0.8 CPU-seconds an iteration at full size (8,178 x 4,096 x 120 a
-fold): synthetic features of that size converged in 26-39 iterations, 25-40 s a fold on two cores;
-at the limit, about 1.5 minutes a fold.
+standardise, which lbfgs needs to converge in its iteration limit, and become TrainedHeads too, so
+everything downstream treats both kinds alike. They run on the CPU, about 0.8 CPU-seconds an
+iteration at full size (8,178 x 4,096 x 120 a fold): synthetic features of that size converged in
+26-39 iterations, 25-40 s a fold on two cores; at the limit, about 1.5 minutes a fold.
 """
 import warnings
 from dataclasses import dataclass
