@@ -33,10 +33,11 @@ import tensorflow as tf  # noqa: E402
 from benchmarks import seed_reference  # noqa: E402
 from kaggle_src.backbones import BACKBONES  # noqa: E402
 from kaggle_src.config import make_config  # noqa: E402
+from kaggle_src.ensembles import score_predictions  # noqa: E402
 from kaggle_src.extract_features import build_backbone, build_extractor, compute_dtype, extract_features  # noqa: E402
 from kaggle_src.load_images import load_images  # noqa: E402
 from kaggle_src.predict import predict_views  # noqa: E402
-from kaggle_src.train_heads import make_folds, score_predictions, train_heads  # noqa: E402
+from kaggle_src.train_heads import make_folds, train_heads  # noqa: E402
 from tests.conftest import write_legacy_weights  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,8 +14,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-
-from .train_heads import score_predictions
+from sklearn.metrics import accuracy_score, log_loss
 
 EPS = 1e-15  # Kaggle's clipping: the smallest probability a log is taken of
 MAX_TEMPERATURE = 20.0  # temperatures are searched in [1 / MAX_TEMPERATURE, MAX_TEMPERATURE]
@@ -59,6 +58,16 @@ class ScoredOption:
         """What metrics.json records: log loss, accuracy and, for a scaled option, its temperature."""
         scores = {"log_loss": self.log_loss, "accuracy": self.accuracy}
         return scores if self.temperature is None else {**scores, "temperature": self.temperature}
+
+
+def score_predictions(probabilities, labels, n_classes):
+    """Multi-class log loss (as Kaggle scores it) and accuracy; for a head, an option or a submission."""
+    probabilities = np.clip(np.asarray(probabilities, np.float64), EPS, 1 - EPS)
+    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
+    return {
+        "log_loss": float(log_loss(labels, probabilities, labels=np.arange(n_classes))),
+        "accuracy": float(accuracy_score(labels, probabilities.argmax(axis=1))),
+    }
 
 
 def score_options(predictions, labels, folds):

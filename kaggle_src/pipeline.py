@@ -11,18 +11,15 @@ from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from .config import InputError, add_config_arguments, config_from_arguments, warn
-from .ensembles import choose, score_options
-from .extract_features import build_extractor, extract_features
+from .ensembles import choose, score_options, score_predictions
 from .feature_cache import find_features, load_features, read_manifest, save_features
 from .find_inputs import default_input_root, default_output_dir, find_inputs, prepare_output_dir, read_competition
 from .load_images import load_images
 from .predict import class_prior, predict_views
 from .report import confused_pairs, report_markdown
-from .train_heads import make_folds, score_predictions, train_heads, train_logistic
 from .write_outputs import SubmissionError, make_submission, write_metrics, write_report, write_submission
 
 MAX_NAMED = 20  # unreadable images named one line each, per split; the rest in one line (metrics.json lists all)
@@ -49,6 +46,13 @@ def run(config, input_root, output_dir, build=None):
         if config.features:
             cache = find_features(config.features)
             manifest = read_manifest(cache, competition, config)
+    # TensorFlow is imported only now that every check has passed, so that a stop above takes a second and
+    # its one line stands alone: from TensorFlow 2.19, import logs ignore TF_CPP_MIN_LOG_LEVEL.
+    import keras
+
+    from .extract_features import build_extractor, extract_features
+    from .train_heads import make_folds, train_heads, train_logistic
+
     n_classes = len(competition.classes)
     print(
         f"{competition_dir}: {len(competition.train_ids)} train, {len(competition.test_ids)} test images, "

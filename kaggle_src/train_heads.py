@@ -28,8 +28,9 @@ import tensorflow as tf
 from keras import ops
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, log_loss
 from sklearn.model_selection import StratifiedKFold
+
+from .ensembles import score_predictions
 
 
 @dataclass
@@ -181,12 +182,3 @@ def out_of_fold(heads, features, labels, folds, n_classes, steps):
         )
     return oof
 
-
-def score_predictions(probabilities, labels, n_classes):
-    """Multi-class log loss (as Kaggle scores it) and accuracy."""
-    probabilities = np.clip(np.asarray(probabilities, np.float64), 1e-15, 1 - 1e-15)
-    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
-    return {
-        "log_loss": float(log_loss(labels, probabilities, labels=np.arange(n_classes))),
-        "accuracy": float(accuracy_score(labels, probabilities.argmax(axis=1))),
-    }

@@ -171,18 +171,18 @@ def damaged_stub(small_stub, tmp_path_factory):
 def damaged_run(damaged_stub, tmp_path_factory):
     """`python -m kaggle_src`'s entry over damaged_stub, once: its exit code, stderr, output folder, and the
     labels that the heads were trained on."""
-    from kaggle_src import pipeline
+    from kaggle_src import pipeline, train_heads as heads_module
 
     root, damaged = damaged_stub
     output_dir = tmp_path_factory.mktemp("damaged_run")
-    train_heads, trained, stderr = pipeline.train_heads, [], io.StringIO()
+    train_heads, trained, stderr = heads_module.train_heads, [], io.StringIO()
 
     def recording_train_heads(features, labels, *args):
         trained.append(labels)
         return train_heads(features, labels, *args)
 
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(stderr):
-        patch.setattr(pipeline, "train_heads", recording_train_heads)
+        patch.setattr(heads_module, "train_heads", recording_train_heads)  # pipeline imports it when run
         code = pipeline.main(["--input-root", str(root), "--output-dir", str(output_dir), *QUICK])
     return SimpleNamespace(
         code=code, stderr=stderr.getvalue(), output_dir=output_dir, trained_labels=trained[0] if trained else None

@@ -4,8 +4,9 @@ import numpy as np
 
 from benchmarks import seed_reference
 from benchmarks.run import bench_extraction, bench_loading, print_table, row, synthetic_features, synthetic_jpegs
+from kaggle_src.ensembles import score_predictions
 from kaggle_src.load_images import load_images
-from kaggle_src.train_heads import make_folds, score_predictions
+from kaggle_src.train_heads import make_folds
 
 
 def test_loading_rows_compare_the_same_images(tmp_path):

@@ -6,6 +6,8 @@ import math
 import os
 import random
 import shutil
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -20,7 +22,7 @@ from kaggle_src.find_inputs import read_competition
 from kaggle_src.pipeline import MAX_NAMED, main, warn_unreadable
 from kaggle_src.predict import class_prior
 from make_stub import COMPETITION, TEST_ANSWERS
-from tests.conftest import INPUT_STUB, ODD, QUICK, UNREADABLE, damage
+from tests.conftest import INPUT_STUB, ODD, QUICK, REPO, UNREADABLE, damage
 
 SAMPLE = INPUT_STUB / "dog-breed-identification" / "sample_submission.csv"
 
@@ -199,6 +201,19 @@ def test_every_stop_is_one_line_naming_the_file_and_value_before_any_heavy_work(
     assert main(["--input-root", str(root), "--output-dir", str(out), *flags]) == 2
     assert capsys.readouterr().err == f"error: {expected.format(**fields)}\n"
     assert not (out / "submission.csv").exists()
+
+
+def test_a_stop_comes_before_tensorflow_is_imported(tmp_path):
+    """TensorFlow 2.19+ logs at import whatever TF_CPP_MIN_LOG_LEVEL says: a stop must not import it."""
+    entry = (
+        "import sys; from kaggle_src.pipeline import main; code = main(sys.argv[1:]); "
+        "print('imported:', sorted({'tensorflow', 'keras'} & set(sys.modules))); sys.exit(code)"
+    )
+    arguments = ["--input-root", str(INPUT_STUB), "--output-dir", str(tmp_path / "out")]  # no weights, no --dry-run
+    result = subprocess.run([sys.executable, "-c", entry, *arguments], capture_output=True, text=True, cwd=REPO)
+    assert (result.returncode, result.stdout.splitlines()[-1]) == (2, "imported: []")
+    assert result.stderr.startswith("error: weights file xception_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    assert result.stderr.count("\n") == 1
 
 
 def warnings_in(stderr):

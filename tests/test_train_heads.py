@@ -5,7 +5,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from kaggle_src.config import make_config
-from kaggle_src.train_heads import make_folds, score_predictions, train_heads, train_logistic
+from kaggle_src.ensembles import score_predictions
+from kaggle_src.train_heads import make_folds, train_heads, train_logistic
 
 
 def test_folds_are_stratified_disjoint_and_reproducible():
