@@ -7,8 +7,8 @@ softmax heads, and writes the ensemble with the best out-of-fold log loss to
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   fc26883
-    sources sha256:  18ae839fac4eab3b40abc9d6f5c21879cd28d603a3caf8acce7cc7687e409245
+    source commit:   f8e32db
+    sources sha256:  69bab9476236ba867193e1186e1dfc2c227dbd5f8135857c0fac413872c9c5a3
     build settings:  none (the defaults)
     configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, standardise=False,
@@ -27,7 +27,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
 
 BUILD_SETTINGS = {}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': 'fc26883', 'sources_sha256': '18ae839fac4eab3b40abc9d6f5c21879cd28d603a3caf8acce7cc7687e409245', 'settings': {}}
+BUILD = {'commit': 'f8e32db', 'sources_sha256': '69bab9476236ba867193e1186e1dfc2c227dbd5f8135857c0fac413872c9c5a3', 'settings': {}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -912,8 +912,9 @@ import tensorflow as tf
 from keras import ops
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, log_loss
 from sklearn.model_selection import StratifiedKFold
+
+from .ensembles import score_predictions
 
 
 @dataclass
@@ -1065,15 +1066,6 @@ def out_of_fold(heads, features, labels, folds, n_classes, steps):
         )
     return oof
 
-
-def score_predictions(probabilities, labels, n_classes):
-    """Multi-class log loss (as Kaggle scores it) and accuracy."""
-    probabilities = np.clip(np.asarray(probabilities, np.float64), 1e-15, 1 - 1e-15)
-    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
-    return {
-        "log_loss": float(log_loss(labels, probabilities, labels=np.arange(n_classes))),
-        "accuracy": float(accuracy_score(labels, probabilities.argmax(axis=1))),
-    }
 '''
 
 # ---- kaggle_src/predict.py ----
@@ -1121,8 +1113,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-
-from .train_heads import score_predictions
+from sklearn.metrics import accuracy_score, log_loss
 
 EPS = 1e-15  # Kaggle's clipping: the smallest probability a log is taken of
 MAX_TEMPERATURE = 20.0  # temperatures are searched in [1 / MAX_TEMPERATURE, MAX_TEMPERATURE]
@@ -1166,6 +1157,16 @@ class ScoredOption:
         """What metrics.json records: log loss, accuracy and, for a scaled option, its temperature."""
         scores = {"log_loss": self.log_loss, "accuracy": self.accuracy}
         return scores if self.temperature is None else {**scores, "temperature": self.temperature}
+
+
+def score_predictions(probabilities, labels, n_classes):
+    """Multi-class log loss (as Kaggle scores it) and accuracy; for a head, an option or a submission."""
+    probabilities = np.clip(np.asarray(probabilities, np.float64), EPS, 1 - EPS)
+    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
+    return {
+        "log_loss": float(log_loss(labels, probabilities, labels=np.arange(n_classes))),
+        "accuracy": float(accuracy_score(labels, probabilities.argmax(axis=1))),
+    }
 
 
 def score_options(predictions, labels, folds):
@@ -1431,18 +1432,15 @@ from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from .config import InputError, add_config_arguments, config_from_arguments, warn
-from .ensembles import choose, score_options
-from .extract_features import build_extractor, extract_features
+from .ensembles import choose, score_options, score_predictions
 from .feature_cache import find_features, load_features, read_manifest, save_features
 from .find_inputs import default_input_root, default_output_dir, find_inputs, prepare_output_dir, read_competition
 from .load_images import load_images
 from .predict import class_prior, predict_views
 from .report import confused_pairs, report_markdown
-from .train_heads import make_folds, score_predictions, train_heads, train_logistic
 from .write_outputs import SubmissionError, make_submission, write_metrics, write_report, write_submission
 
 MAX_NAMED = 20  # unreadable images named one line each, per split; the rest in one line (metrics.json lists all)
@@ -1469,6 +1467,13 @@ def run(config, input_root, output_dir, build=None):
         if config.features:
             cache = find_features(config.features)
             manifest = read_manifest(cache, competition, config)
+    # TensorFlow is imported only now that every check has passed, so that a stop above takes a second and
+    # its one line stands alone: from TensorFlow 2.19, import logs ignore TF_CPP_MIN_LOG_LEVEL.
+    import keras
+
+    from .extract_features import build_extractor, extract_features
+    from .train_heads import make_folds, train_heads, train_logistic
+
     n_classes = len(competition.classes)
     print(
         f"{competition_dir}: {len(competition.train_ids)} train, {len(competition.test_ids)} test images, "
