@@ -8,7 +8,9 @@ same size, same device: CPU at a reduced size, and at 299 px on each GPU found),
 the 10-head CV on full-scale synthetic features, with the out-of-fold log loss of both), 4 memory (peak
 RSS of a full-scale load plus extraction, as a multiple of the uint8 image bytes), 5 on paper (FLOPs
 per image, the T4 x2 float16 peak, the lower bound on extraction time that follows). Each timing is
-the median of `--repeats` runs, the two sides taking turns (the heads, minutes a side, run once each);
+the median of `--repeats` runs, the two sides taking turns (loading, under a second a turn, takes
+`--loading-repeats` turns, as one slow turn of three decided the row on a busy machine; the heads,
+minutes a side, run once each);
 rows 1-3 each run in a fresh process, row 4 too. Random-init weights stand in for ImageNet's (written
 to legacy .h5 files and loaded by both sides): speed does not depend on the values.
 """
@@ -229,7 +231,7 @@ def measure_group(group, args, sources):
     """The rows of `group`, measured in this process: loading, extraction (CPU, then each GPU variant) or heads."""
     paths = sorted(sources.glob("*.jpg"))
     if group == "loading":
-        return [bench_loading(paths, 299, args.repeats)]
+        return [bench_loading(paths, 299, args.loading_repeats)]
     if group == "heads":
         return [bench_heads()]  # minutes a side: once each
     with tempfile.TemporaryDirectory() as weights_dir:
@@ -248,8 +250,8 @@ def measure_in_own_process(group, args, sources):
     """measure_group in a fresh Python process: one row's leftovers (thread pools, allocations) slowed the
     next (the heads ran 2x slower after the extraction rows than alone), so no row shares a process."""
     command = [sys.executable, "-m", "benchmarks.run", "--group", group, "--sources", str(sources),
-               "--repeats", str(args.repeats), "--cpu-size", str(args.cpu_size), "--cpu-images", str(args.cpu_images),
-               "--gpu-images", str(args.gpu_images)]
+               "--repeats", str(args.repeats), "--loading-repeats", str(args.loading_repeats),
+               "--cpu-size", str(args.cpu_size), "--cpu-images", str(args.cpu_images), "--gpu-images", str(args.gpu_images)]
     result = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
     if result.returncode:
         raise SystemExit(f"benchmark group {group} failed (exit code {result.returncode}); its error is above")
@@ -260,6 +262,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results.json")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--loading-repeats", type=int, default=15, help="turns of the loading row, each under a second")
     parser.add_argument("--cpu-size", type=int, default=96, help="image side for the CPU extraction row")
     parser.add_argument("--cpu-images", type=int, default=32, help="images in the CPU extraction row")
     parser.add_argument("--gpu-images", type=int, default=2048, help="images in each GPU extraction row (299 px)")
