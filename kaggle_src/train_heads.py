@@ -181,4 +181,3 @@ def out_of_fold(heads, features, labels, folds, n_classes, steps):
             f"val log loss {head.val_log_loss:.4f}, accuracy {head.val_accuracy:.4f}"
         )
     return oof
-

@@ -211,7 +211,7 @@ def test_a_stop_comes_before_tensorflow_is_imported(tmp_path):
     )
     arguments = ["--input-root", str(INPUT_STUB), "--output-dir", str(tmp_path / "out")]  # no weights, no --dry-run
     result = subprocess.run([sys.executable, "-c", entry, *arguments], capture_output=True, text=True, cwd=REPO)
-    assert (result.returncode, result.stdout.splitlines()[-1]) == (2, "imported: []")
+    assert (result.returncode, result.stdout.splitlines()[-1:]) == (2, ["imported: []"])
     assert result.stderr.startswith("error: weights file xception_weights_tf_dim_ordering_tf_kernels_notop.h5")
     assert result.stderr.count("\n") == 1
 
