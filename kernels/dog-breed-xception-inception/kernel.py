@@ -7,8 +7,8 @@ softmax heads, and writes the ensemble with the best out-of-fold log loss to
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   f8e32db
-    sources sha256:  69bab9476236ba867193e1186e1dfc2c227dbd5f8135857c0fac413872c9c5a3
+    source commit:   b163b94
+    sources sha256:  dbb83b396a8b8d3bce017911d64991a49bb62dee6781f26018ab91b53c00a11b
     build settings:  none (the defaults)
     configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, standardise=False,
@@ -27,7 +27,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
 
 BUILD_SETTINGS = {}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': 'f8e32db', 'sources_sha256': '69bab9476236ba867193e1186e1dfc2c227dbd5f8135857c0fac413872c9c5a3', 'settings': {}}
+BUILD = {'commit': 'b163b94', 'sources_sha256': 'dbb83b396a8b8d3bce017911d64991a49bb62dee6781f26018ab91b53c00a11b', 'settings': {}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -1065,7 +1065,6 @@ def out_of_fold(heads, features, labels, folds, n_classes, steps):
             f"val log loss {head.val_log_loss:.4f}, accuracy {head.val_accuracy:.4f}"
         )
     return oof
-
 '''
 
 # ---- kaggle_src/predict.py ----
