@@ -1,12 +1,8 @@
-"""Build the one-file offline Kaggle kernel from kaggle_src, and drive the leaderboard loop with the kaggle CLI.
+"""Build the one-file offline Kaggle kernels from kaggle_src.
 
-    python build_kernel.py                          # writes kernels/dog-breed-xception-inception/
+    python build_kernel.py                          # writes kernels/dog-breed-xception-inception/ and dog-breed-heads/
     python build_kernel.py --set image_size=331     # a leaderboard experiment is a build setting
-    python build_kernel.py --push                   # build, then `kaggle kernels push`
-    python build_kernel.py --status                 # `kaggle kernels status`
-    python build_kernel.py --output DIR             # `kaggle kernels output` into DIR
-    python build_kernel.py --submit DIR             # submit DIR/submission.csv with commit, settings, CV score
-    python build_kernel.py --scores                 # leaderboard scores into the experiments log
+    python build_kernel.py --push                   # build under the signed-in user, then push (leaderboard.py)
 
 The kernel keeps kaggle_src's modules as real modules: each module's source sits in the file as a
 string and a small importer registers it under its own name, so module semantics hold and
@@ -14,13 +10,8 @@ tracebacks name kaggle_src/<module>.py and the line. Same sources and settings, 
 """
 import argparse
 import ast
-import csv
-import datetime
 import hashlib
-import importlib.util
 import json
-import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -34,8 +25,6 @@ PACKAGE = REPO / "kaggle_src"
 COMPETITION = "dog-breed-identification"
 MACHINE_SHAPE = "NvidiaTeslaT4"  # Kaggle's "GPU T4 x2"
 NO_USER = "USER"  # the id's owner when no Kaggle user is known at build time
-EXPERIMENTS_LOG = REPO / "experiments.csv"
-EXPERIMENT_FIELDS = ["time", "action", "kernel", "commit", "settings", "cv_log_loss", "message", "public_score", "private_score"]
 # Modules in the order a reader meets them: settings, then the stages as they run, then the driver.
 READING_ORDER = ["__init__", "config", "backbones", "find_inputs", "load_images", "extract_features",
                  "feature_cache", "train_heads", "predict", "ensembles", "write_outputs", "report", "pipeline"]
@@ -64,7 +53,8 @@ KERNELS = {
         "softmax heads, and writes the ensemble with the best out-of-fold log loss to\n"
         "/kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.",
         gpu=True, settings={},
-        usage="Run here:   python kernel.py --input-root input_stub --output-dir working --dry-run\n"
+        usage="Run here, from the repo's root:\n"
+              "    python kernels/dog-breed-xception-inception/kernel.py --input-root input_stub --output-dir working --dry-run\n"
               "On Kaggle:  no arguments: /kaggle/input -> /kaggle/working, the real weights.",
     ),
     "heads": Kernel(
@@ -74,8 +64,8 @@ KERNELS = {
         "softmax heads on the CPU, and writes the ensemble with the best out-of-fold log loss to\n"
         "/kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.",
         gpu=False, settings={"features": "/kaggle/input"},
-        usage="Run here:   python kernel.py --input-root input_stub --output-dir heads --dry-run --features working\n"
-              "            (after the full kernel's dry run wrote working/)\n"
+        usage="Run here, from the repo's root, after the full kernel's dry run wrote working/:\n"
+              "    python kernels/dog-breed-heads/kernel.py --input-root input_stub --output-dir heads --dry-run --features working\n"
               "On Kaggle:  no arguments: /kaggle/input (the full kernel's output attached) -> /kaggle/working.",
     ),
 }
@@ -94,10 +84,7 @@ Built by build_kernel.py from the kaggle_src package; edit the package, not this
 import importlib.abc
 import importlib.util
 import linecache
-import os
 import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
 
 BUILD_SETTINGS = {settings!r}  # Config values chosen at build time; command-line flags still win
 BUILD = {build!r}
@@ -197,18 +184,6 @@ def parse_settings(pairs):
     return dict(sorted(settings.items()))
 
 
-def kaggle_user(explicit=None):
-    """--user, else KAGGLE_USERNAME, else ~/.kaggle/kaggle.json's username, else None."""
-    if explicit:
-        return explicit
-    if os.environ.get("KAGGLE_USERNAME"):
-        return os.environ["KAGGLE_USERNAME"]
-    try:
-        return json.loads((Path.home() / ".kaggle" / "kaggle.json").read_text()).get("username") or None
-    except (OSError, ValueError):
-        return None
-
-
 def kernel_text(kernel, settings):
     """The kernel file's text: header, build settings, the package's sources, the importer and the entry call."""
     sources = package_sources()
@@ -275,109 +250,29 @@ def build(settings, user=None, public=False, out=REPO / "kernels"):
     return folders
 
 
-def kaggle(*args):
-    """Run the real kaggle CLI; return its output, or raise InputError with its last line."""
-    if importlib.util.find_spec("kaggle"):  # the one installed beside this Python
-        command = [sys.executable, "-m", "kaggle"]
-    elif shutil.which("kaggle"):
-        command = [shutil.which("kaggle")]
-    else:
-        raise InputError("the kaggle CLI is not installed: pip install kaggle")
-    result = subprocess.run([*command, *args], capture_output=True, text=True)
-    if result.returncode != 0:
-        lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
-        raise InputError(f"kaggle {' '.join(args[:2])} failed: {lines[-1]}")
-    return result.stdout
-
-
-def kernel_id(folder):
-    kernel = json.loads((Path(folder) / "kernel-metadata.json").read_text())["id"]
-    if kernel.startswith(f"{NO_USER}/"):
-        raise InputError("no Kaggle user: pass --user, set KAGGLE_USERNAME or create ~/.kaggle/kaggle.json")
-    return kernel
-
-
-def log_experiment(log, **row):
-    """Append one row to the experiments log (CSV), creating it with its header."""
-    log = Path(log)
-    new = not log.exists()
-    with log.open("a", newline="") as file:
-        writer = csv.DictWriter(file, EXPERIMENT_FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerow({"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **row})
-
-
-def submission_message(metrics):
-    build = metrics.get("build", {})
-    settings = ",".join(f"{key}={value}" for key, value in build.get("settings", {}).items()) or "defaults"
-    return f"{build.get('commit', 'unbuilt')} {settings} cv={metrics['oof']['ensemble']['log_loss']:.4f}"
-
-
-def refresh_scores(log):
-    """Fill in the leaderboard scores of logged submissions from `kaggle competitions submissions`."""
-    listed = list(csv.DictReader(kaggle("competitions", "submissions", "-c", COMPETITION, "--csv").splitlines()))
-    with Path(log).open(newline="") as file:
-        rows = list(csv.DictReader(file))
-    for row in rows:
-        if row["action"] == "submit" and not row["public_score"]:
-            match = next((entry for entry in listed if entry.get("description") == row["message"]), None)
-            if match:
-                row["public_score"] = match.get("publicScore", "")
-                row["private_score"] = match.get("privateScore", "")
-    with Path(log).open("w", newline="") as file:
-        writer = csv.DictWriter(file, EXPERIMENT_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    return rows
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="a Config value baked into the kernel (repeatable), e.g. --set image_size=331")
-    parser.add_argument("--user", help="Kaggle user that owns the kernel (default: KAGGLE_USERNAME, then ~/.kaggle/kaggle.json)")
+    parser.add_argument("--user", help="the kernels' owner in kernel-metadata.json (default: USER, a placeholder; "
+                                       "--push fills in the user the kaggle CLI is signed in as)")
     parser.add_argument("--public", action="store_true", help="make the kernel public (default: private)")
-    parser.add_argument("--out", type=Path, default=REPO / "kernels", help="where the kernel folder goes (default: kernels)")
-    parser.add_argument("--kernel", choices=sorted(KERNELS), default="full",
-                        help="the kernel that --push, --status and --output act on (default: full; heads: the CPU "
-                             "kernel that trains heads on the full kernel's saved features)")
-    parser.add_argument("--push", action="store_true", help="build, then push the kernel to Kaggle")
-    parser.add_argument("--status", action="store_true", help="print the pushed kernel's status")
-    parser.add_argument("--output", type=Path, metavar="DIR", help="download the kernel's outputs into DIR")
-    parser.add_argument("--submit", type=Path, metavar="DIR", help="submit DIR/submission.csv (after --output DIR)")
-    parser.add_argument("--scores", action="store_true", help="fill leaderboard scores into the experiments log")
-    parser.add_argument("--experiments", type=Path, default=EXPERIMENTS_LOG, help="experiments log (default: experiments.csv)")
+    parser.add_argument("--out", type=Path, default=REPO / "kernels", help="where the kernel folders go (default: kernels)")
+    parser.add_argument("--push", action="store_true", help="build, then push through the leaderboard loop (leaderboard.py)")
+    parser.add_argument("--kernel", choices=sorted(KERNELS), default="full", help="the kernel --push sends (default: full)")
+    parser.add_argument("--experiments", type=Path, help="with --push: the experiments log (default: experiments.csv)")
     args = parser.parse_args(argv)
     try:
         settings = parse_settings(args.settings)
-        user = kaggle_user(args.user)
-        for folder in build(settings, user, args.public, args.out).values():
+        if args.push:  # the loop builds under the signed-in user, then pushes
+            import leaderboard
+
+            leaderboard.push(args.kernel, settings, args.user, args.public, args.out,
+                             args.experiments or leaderboard.EXPERIMENTS_LOG)
+            return 0
+        for folder in build(settings, args.user, args.public, args.out).values():
             print(f"built {folder}/kernel.py ({(folder / 'kernel.py').stat().st_size:,} bytes), source commit {source_commit()}")
-        folder = Path(args.out) / KERNELS[args.kernel].slug
-        if user is None:
-            print("no Kaggle user known: the kernel is built, but pushing needs --user, KAGGLE_USERNAME or ~/.kaggle/kaggle.json")
-        if args.push:
-            print(kaggle("kernels", "push", "-p", str(folder)).strip())
-            log_experiment(args.experiments, action="push", kernel=kernel_id(folder), commit=source_commit(),
-                           settings=json.dumps(settings, sort_keys=True))
-        if args.status:
-            print(kaggle("kernels", "status", kernel_id(folder)).strip())
-        if args.output:
-            args.output.mkdir(parents=True, exist_ok=True)
-            print(kaggle("kernels", "output", kernel_id(folder), "-p", str(args.output)).strip())
-        if args.submit:
-            metrics = json.loads((args.submit / "metrics.json").read_text())
-            message = submission_message(metrics)
-            print(kaggle("competitions", "submit", "-c", COMPETITION, "-f", str(args.submit / "submission.csv"), "-m", message).strip())
-            log_experiment(args.experiments, action="submit", kernel=kernel_id(folder),
-                           commit=metrics.get("build", {}).get("commit", ""),
-                           settings=json.dumps(metrics.get("build", {}).get("settings", {}), sort_keys=True),
-                           cv_log_loss=f"{metrics['oof']['ensemble']['log_loss']:.5f}", message=message)
-        if args.scores:
-            for row in refresh_scores(args.experiments):
-                print(f"{row['time']}  {row['action']:6}  {row['settings']:30}  cv {row['cv_log_loss'] or '-':8}  lb {row['public_score'] or '-'}")
-    except (InputError, OSError, KeyError, ValueError) as error:
+    except (InputError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -41,7 +41,7 @@ def main():
     extractor = fuse_views({"xception": cheap_backbone(args.size)}, args.size)  # fed as Xception would be
     before = peak_rss_bytes()
     images = load_images([sources[index % len(sources)] for index in range(args.images)], args.size)
-    features = extract_features(extractor, images, batch_size=64)
+    features = extract_features(extractor, images, batch_size=64)[0]
     print(json.dumps({
         "images": args.images, "size": args.size, "image_bytes": images.array.nbytes, "features_bytes": features.nbytes,
         "rss_before_loading": before, "peak_rss": peak_rss_bytes(), "load_seconds": images.seconds,

@@ -112,7 +112,7 @@ def bench_extraction(paths, size, weights_dir, repeats, device, variants):
         config = make_config(image_size=size, precision=precision, xla=xla)
 
         def ours():
-            return extract_features(build_extractor(config, weights), loading, config.extract_batch_size)
+            return extract_features(build_extractor(config, weights), loading, config.extract_batch_size)[0]
 
         ours_seconds, reference_seconds, results = side_by_side(
             ours, lambda: seed_reference.extract_features(images, size, reference_weights), repeats

@@ -24,6 +24,7 @@ class Backbone:
     preprocessing: str  # one of PREPROCESSING
     min_size: int = 32  # smallest input side the architecture accepts
     dataset: str = ""  # a Kaggle dataset known to hold weights_file ("": none known; set weights_dataset)
+    md5: str = ""  # the md5 Keras publishes for weights_file ("": none published under that name)
 
 
 def _keras_file(stem):
@@ -31,10 +32,16 @@ def _keras_file(stem):
 
 
 BACKBONES = {
-    "xception": Backbone("Xception", _keras_file("xception"), 299, 2048, "tf", 71, KERAS_PRETRAINED),
-    "inception_v3": Backbone("InceptionV3", _keras_file("inception_v3"), 299, 2048, "tf", 75, KERAS_PRETRAINED),
+    "xception": Backbone(
+        "Xception", _keras_file("xception"), 299, 2048, "tf", 71, KERAS_PRETRAINED, "b0042744bf5b25fce3cb969f33bebb97"
+    ),
+    "inception_v3": Backbone(
+        "InceptionV3", _keras_file("inception_v3"), 299, 2048, "tf", 75, KERAS_PRETRAINED,
+        "bcbd6486424b2319ff4ef7d526e38f63",
+    ),
     "inception_resnet_v2": Backbone(
-        "InceptionResNetV2", _keras_file("inception_resnet_v2"), 299, 1536, "tf", 75, KERAS_PRETRAINED
+        "InceptionResNetV2", _keras_file("inception_resnet_v2"), 299, 1536, "tf", 75, KERAS_PRETRAINED,
+        "d19885ff4a710c122648d3b5c3b684e4",
     ),
     "nasnet_large": Backbone("NASNetLarge", "NASNet-large-no-top.h5", 331, 4032, "tf", 32, KERAS_PRETRAINED),
     "nasnet_mobile": Backbone("NASNetMobile", "NASNet-mobile-no-top.h5", 224, 1056, "tf"),

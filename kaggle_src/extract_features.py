@@ -9,10 +9,10 @@ image crosses to the GPU once, as uint8, and the data is passed over once — wh
 On the GPU the backbones compute in float16 (T4-class tensor cores) or bfloat16 (Ampere and newer)
 while features come back as float32; with two or more GPUs (Kaggle's T4 x2) every batch is split
 across them by a MirroredStrategy. Batches are fed from the background image loader through
-tf.data, so decoding overlaps the GPU's work; the batch size follows the free GPU memory, and an
-out-of-memory error halves it instead of ending the run.
+tf.data, so decoding overlaps the GPU's work; the batch size is what fits a 16 GB T4 for the backbones
+and size, and an out-of-memory error halves it instead of ending the run.
 """
-import subprocess
+import time
 
 import keras
 import numpy as np
@@ -20,10 +20,11 @@ import tensorflow as tf
 from keras import ops
 
 from .backbones import BACKBONES
+from .config import InputError
 
 CPU_BATCH_SIZE = 64  # images per batch without a GPU
-MAX_BATCH_SIZE = 512  # images per replica at most, however much memory is free
-MEMORY_FRACTION = 0.5  # of the free GPU memory that a batch's activations may take, by our estimate
+MAX_BATCH_SIZE = 256  # images per replica at most
+REPLICA_ACTIVATION_BYTES = 4 * 2**30  # a batch's activations per GPU: a quarter of a T4's 16 GB, by our estimate
 IMAGENET_BGR_MEAN = [103.939, 116.779, 123.68]  # "caffe" preprocessing
 IMAGENET_RGB_MEAN, IMAGENET_RGB_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # "torch" preprocessing
 LIVE_OUTPUTS = 4  # layer outputs alive at once in inference: input, output, a residual branch, workspace
@@ -32,15 +33,24 @@ LIVE_OUTPUTS = 4  # layer outputs alive at once in inference: input, output, a r
 def build_backbone(name, image_size, weights_path=None):
     """Backbone `name` without its top, average-pooled; ImageNet weights from a local legacy .h5 file.
 
-    `weights_path=None` gives random-init weights (dry runs). Never downloads anything.
+    `weights_path=None` gives random-init weights (dry runs). Never downloads anything. A file that will not
+    load (truncated, the with-top variant, another backbone's) is an InputError naming it and Keras' reason.
     """
-    constructor = getattr(keras.applications, BACKBONES[name].constructor)
-    return constructor(
-        include_top=False,
-        weights=None if weights_path is None else str(weights_path),
-        input_shape=(image_size, image_size, 3),
-        pooling="avg",
-    )
+    backbone = BACKBONES[name]
+    constructor = getattr(keras.applications, backbone.constructor)
+    try:
+        return constructor(
+            include_top=False,
+            weights=None if weights_path is None else str(weights_path),
+            input_shape=(image_size, image_size, 3),
+            pooling="avg",
+        )
+    except (OSError, ValueError) as error:
+        if weights_path is None:
+            raise
+        said = " ".join(str(error).split())
+        raise InputError(f"{weights_path}: not {backbone.constructor}'s no-top ImageNet weights "
+                         f"({backbone.weights_file}); Keras said: {said}") from None
 
 
 def compute_dtype(precision):
@@ -52,6 +62,41 @@ def compute_dtype(precision):
         return "float32"
     capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
     return "bfloat16" if capability >= (8, 0) else "float16" if capability >= (7, 0) else "float32"
+
+
+def gpu_names():
+    """The names of the GPUs TensorFlow sees (e.g. "Tesla T4"), in its order; empty without one."""
+    return [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+            for gpu in tf.config.list_physical_devices("GPU")]
+
+
+def check_accelerator(config, kaggle):
+    """Stop a Kaggle session that would extract real features without a GPU (its accelerator is off: hours on
+    4 CPUs); elsewhere return whether such a run is about to extract on the CPU, which is worth a warning."""
+    if config.dry_run or gpu_names():
+        return False
+    if kaggle:
+        raise InputError("no GPU in this Kaggle session: turn the accelerator on (Settings > Accelerator > "
+                         "GPU T4 x2) and run again; features extracted on its CPUs would take hours")
+    return True
+
+
+def estimate_seconds(extractor, n_images, batch=4):
+    """Seconds the extractor would take over `n_images`, timed on one batch of `batch` blank images (after a
+    first batch, which traces the model)."""
+    size = extractor.input_shape[1]
+    blank = np.zeros((batch, size, size, 3), np.uint8)
+    extractor.predict_on_batch(blank)
+    start = time.perf_counter()
+    extractor.predict_on_batch(blank)
+    return (time.perf_counter() - start) * n_images / batch
+
+
+def describe_extractor(extractor):
+    """What the extraction runs as: the backbones' compute dtype, replicas and XLA."""
+    backbone = next(layer for layer in extractor.layers if isinstance(layer, keras.Model))
+    return {"compute_dtype": backbone.compute_dtype, "replicas": extractor.distribute_strategy.num_replicas_in_sync,
+            "xla": bool(extractor.jit_compile)}
 
 
 def distribution_strategy(devices=None):
@@ -110,20 +155,6 @@ def preprocess(pixels, mode):
     return pixels
 
 
-def free_gpu_memory():
-    """Free bytes on the first GPU as nvidia-smi reports them, or None without a GPU or nvidia-smi."""
-    if not tf.config.list_physical_devices("GPU"):
-        return None
-    try:
-        output = subprocess.run(
-            ["nvidia-smi", "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=30, check=True,
-        ).stdout
-        return int(output.split()[0]) * 2**20
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return None
-
-
 def activation_bytes(extractor):
     """Estimated device memory that inference over one image (all its views) keeps alive at once.
 
@@ -140,27 +171,30 @@ def activation_bytes(extractor):
     return views * LIVE_OUTPUTS * largest
 
 
-def choose_batch_size(extractor, free_bytes, replicas):
-    """Images per batch: the largest power of two per replica whose activations fit in MEMORY_FRACTION of
-    `free_bytes` (at most MAX_BATCH_SIZE), times `replicas`; CPU_BATCH_SIZE when the free memory is unknown."""
-    if free_bytes is None:
+def choose_batch_size(extractor, on_gpu):
+    """Images per batch: on a GPU, the largest power of two per replica whose activations fit in
+    REPLICA_ACTIVATION_BYTES (at most MAX_BATCH_SIZE), times the replicas; CPU_BATCH_SIZE without a GPU.
+
+    A fixed budget that fits a 16 GB T4, not a reading of free memory: TensorFlow holds GPU memory it has
+    taken, so what nvidia-smi calls free depends on who ran first, not on what the batch needs.
+    """
+    if not on_gpu:
         return CPU_BATCH_SIZE
-    per_replica = max(1, int(free_bytes * MEMORY_FRACTION) // activation_bytes(extractor))
+    per_replica = max(1, REPLICA_ACTIVATION_BYTES // activation_bytes(extractor))
     per_replica = min(MAX_BATCH_SIZE, 2 ** int(np.log2(per_replica)))
-    return per_replica * replicas
+    return per_replica * extractor.distribute_strategy.num_replicas_in_sync
 
 
 def extract_features(extractor, images, batch_size=0):
-    """Run the extractor over LoadedImages; returns float32 (n_images, views, features).
+    """Run the extractor over LoadedImages; returns (float32 (n_images, views, features), the batch size used).
 
-    Batches stream in from the loader as they are decoded. `batch_size` 0 chooses it from the free GPU
-    memory; out of memory, the batch is halved and the split started again.
+    Batches stream in from the loader as they are decoded. `batch_size` 0 chooses it for the backbones and
+    size (see choose_batch_size); out of memory, the batch is halved and the split started again.
     """
-    replicas = extractor.distribute_strategy.num_replicas_in_sync
-    batch_size = batch_size or choose_batch_size(extractor, free_gpu_memory(), replicas)
+    batch_size = batch_size or choose_batch_size(extractor, bool(tf.config.list_physical_devices("GPU")))
     while True:
         try:
-            return _predict(extractor, images, batch_size)
+            return _predict(extractor, images, batch_size), batch_size
         except tf.errors.ResourceExhaustedError:
             if batch_size <= 1:
                 raise

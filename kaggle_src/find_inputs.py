@@ -4,6 +4,7 @@ Kaggle has changed how it nests /kaggle/input before, so nothing here hard-codes
 root: the competition folder is whichever folder holds both CSVs, and each weights file is found by
 its Keras file name.
 """
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,12 +38,17 @@ class Competition:
         return [self.directory / split / f"{image_id}.jpg" for image_id in self.ids(split)]
 
 
+def on_kaggle():
+    """Whether this runs in a Kaggle session (its /kaggle/working exists)."""
+    return KAGGLE_WORKING.is_dir()
+
+
 def default_input_root():
     return KAGGLE_INPUT if KAGGLE_INPUT.is_dir() else Path("input_stub")
 
 
 def default_output_dir():
-    return KAGGLE_WORKING if KAGGLE_WORKING.is_dir() else Path("working")
+    return KAGGLE_WORKING if on_kaggle() else Path("working")
 
 
 def find_inputs(input_root, config):
@@ -85,7 +91,23 @@ def find_inputs(input_root, config):
                        else "attach a Kaggle dataset that holds it and set weights_dataset")
                     + " (or use --dry-run)"
                 )
+            check_weights_hash(name, weights[name])
     return min(competition_dirs, key=lambda path: len(path.parts)), weights
+
+
+def check_weights_hash(name, path):
+    """Warn when backbone `name`'s weights file differs from the one Keras publishes (where it publishes an md5):
+    a copy on Kaggle may differ and still be right, so loading it decides, not the hash."""
+    expected = BACKBONES[name].md5
+    if not expected:
+        return
+    digest = hashlib.md5()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(2**22), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected:
+        warn(f"{path}: md5 {digest.hexdigest()}, not the {expected} that Keras publishes for "
+             f"{BACKBONES[name].weights_file}; loading it anyway")
 
 
 def read_competition(directory):

@@ -16,7 +16,7 @@ import numpy as np
 from .config import InputError, add_config_arguments, config_from_arguments, warn
 from .ensembles import choose, score_options, score_predictions
 from .feature_cache import find_features, load_features, read_manifest, save_features
-from .find_inputs import default_input_root, default_output_dir, find_inputs, prepare_output_dir, read_competition
+from .find_inputs import default_input_root, default_output_dir, find_inputs, on_kaggle, prepare_output_dir, read_competition
 from .load_images import load_images
 from .predict import class_prior, predict_views
 from .report import confused_pairs, report_markdown
@@ -49,9 +49,13 @@ def run(config, input_root, output_dir, build=None):
     # TensorFlow is imported only now that every check has passed, so that a stop above takes a second and
     # its one line stands alone: from TensorFlow 2.19, import logs ignore TF_CPP_MIN_LOG_LEVEL.
     import keras
+    import tensorflow as tf
 
-    from .extract_features import build_extractor, extract_features
+    from .extract_features import (build_extractor, check_accelerator, describe_extractor, estimate_seconds,
+                                   extract_features, gpu_names)
     from .train_heads import make_folds, train_heads, train_logistic
+
+    extracting_on_cpu = not config.features and check_accelerator(config, on_kaggle())
 
     n_classes = len(competition.classes)
     print(
@@ -71,11 +75,18 @@ def run(config, input_root, output_dir, build=None):
         keras.utils.set_random_seed(config.seed)
         with stage("extract_features"):
             extractor = build_extractor(config, weights)
+            extraction = {**describe_extractor(extractor), "batch_size": {}}
+        if extracting_on_cpu:
+            n_images = len(competition.train_ids) + len(competition.test_ids)
+            warn(f"no GPU: extracting the features of {n_images} images on the CPU, about "
+                 f"{estimate_seconds(extractor, n_images) / 60:.0f} min at the pace of a first batch")
         features, failed = {}, {}
         for split in ("train", "test"):
             with stage("extract_features"):  # loading runs behind it: see seconds.load_images for its own time
                 images = load_images(competition.image_paths(split), config.image_size, config.n_jobs, desc=split)
-                features[split] = extract_features(extractor, images, config.extract_batch_size)
+                features[split], extraction["batch_size"][split] = extract_features(
+                    extractor, images, config.extract_batch_size
+                )
             seconds["load_images"] += images.seconds
             failed[split] = images.failed
             del images
@@ -129,6 +140,10 @@ def run(config, input_root, output_dir, build=None):
     metrics["chance_log_loss"] = math.log(n_classes)
     metrics["seconds"] = {name: round(value, 2) for name, value in seconds.items()}
     metrics["seconds"]["total"] = round(time.perf_counter() - started, 2)  # stages overlap: not their sum
+    metrics["runtime"] = {
+        "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
+        "gpus": gpu_names(), "extraction": None if config.features else extraction,
+    }
     metrics["config"] = config.as_dict()
     if build is not None:
         metrics["build"] = build

@@ -12,6 +12,7 @@ upload PUTs and the output downloads all arrive here; no root and no fixed port 
 HTTPS_PROXY points here too, so a stray https call fails fast (recorded as "CONNECT ...")
 instead of reaching the internet.
 """
+import base64
 import contextlib
 import json
 import os
@@ -47,10 +48,16 @@ class KaggleStandin:
         )
         self.env = env
         # Settable answers.
-        self.kernel_status = "complete"     # queued, running, complete, error, cancel_requested, ...
+        self.users = {"tester": "standin-key"}  # legacy API keys: user -> key (the CLI sends them as basic auth)
+        self.tokens = {}                    # access tokens: token -> user, answered by IntrospectToken
+        self.push_error = None              # SaveKernel's `error`: the CLI prints "Kernel push error: ..." and exits 0
+        self.invalid_sources = {}           # e.g. {"invalidCompetitionSources": [...]}: pushed, without them
+        self.statuses = ["complete"]        # one per status call, the last one repeated: queued, running, complete,
+                                            # error, cancel_requested, cancel_acknowledged
         self.failure_message = None         # shown by `kernels status` when set
         self.output_files = {}              # name -> bytes, served by `kernels output`
-        self.kernel_log = None              # when set, `kernels output` also writes <slug>.log
+        self.kernel_log = None              # the run's log: `kernels logs` prints it, `kernels output` saves <slug>.log
+        self.errors = {}                    # API method -> (HTTP status, message): that method fails so
         self.submissions = []               # dicts in ApiSubmission's JSON shape; a submit appends one
         self.submissions_per_day = 5        # for the "N submissions remaining today." line
         # Recorded requests.
@@ -64,15 +71,22 @@ class KaggleStandin:
     # --- API methods: body dict in, response dict out ---
 
     def SaveKernel(self, body):
+        if self.push_error:
+            return {"error": self.push_error}
         self.pushed = body
         slug = body.get("slug") or f"tester/kernel-{body.get('id')}"
         version = sum(1 for name, call in self.calls if name == "SaveKernel" and call.get("slug") == slug)
         return {"ref": f"/code/{slug}", "url": f"https://www.kaggle.com/code/{slug}",
-                "versionNumber": version, "kernelId": 1}
+                "versionNumber": version, "kernelId": 1, **self.invalid_sources}
+
+    def IntrospectToken(self, body):
+        user = self.tokens.get(body.get("token"))
+        return {"active": True, "username": user} if user else {"active": False}
 
     def GetKernelSessionStatus(self, body):
-        answer = {"status": self.kernel_status}
-        if self.failure_message:
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        answer = {"status": status}
+        if self.failure_message and status in ("error", "cancel_acknowledged"):
             answer["failureMessage"] = self.failure_message
         return answer
 
@@ -113,8 +127,14 @@ class KaggleStandin:
     def ListSubmissions(self, body):
         return {"submissions": self.submissions}
 
-    API_METHODS = ("SaveKernel", "GetKernelSessionStatus", "ListKernelSessionOutput",
+    API_METHODS = ("SaveKernel", "IntrospectToken", "GetKernelSessionStatus", "ListKernelSessionOutput",
                    "StartSubmissionUpload", "CreateSubmission", "GetSubmissionLimits", "ListSubmissions")
+
+
+def kaggle_log(*lines, stream="stdout"):
+    """A run's log as Kaggle keeps it: a JSON list of {stream_name, time, data} events, one per line printed."""
+    return json.dumps([{"stream_name": stream, "time": 0.5 * index, "data": f"{line}\n"}
+                       for index, line in enumerate(lines)])
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -175,10 +195,30 @@ class _Handler(BaseHTTPRequestHandler):
         with self.api._lock:
             self.api.calls.append((method, body))
             known = method in KaggleStandin.API_METHODS and isinstance(body, dict)
-            answer = getattr(self.api, method)(body) if known else None
+            refused = self._refusal(method, body) if known else None
+            answer = getattr(self.api, method)(body) if known and not refused else None
+        if refused:
+            return self._send(refused[0], {"code": refused[0], "message": refused[1]})
         if answer is None:
             return self._not_found(path)
         self._send(200, answer)
+
+    def _refusal(self, method, body):
+        """(HTTP status, message) when Kaggle would refuse this call: a set error, bad credentials, or a kernel
+        version asked for as a bare number (the API wants "v<N>")."""
+        if method in self.api.errors:
+            return self.api.errors[method]
+        authorization = self.headers.get("Authorization", "")
+        if authorization.startswith("Basic "):
+            user, _, key = base64.b64decode(authorization[6:]).decode().partition(":")
+            if self.api.users.get(user) != key:
+                return 401, "Unauthenticated"
+        elif authorization.startswith("Bearer "):
+            if method != "IntrospectToken" and authorization[7:] not in self.api.tokens:
+                return 401, "Unauthenticated"
+        if str(body.get("versionLabel", "v")).isdigit():
+            return 404, f"no version {body['versionLabel']!r}: expected v<N>"
+        return None
 
     def do_GET(self):
         path = self._path()

@@ -115,25 +115,37 @@ def test_a_backbone_without_a_known_weights_dataset_needs_one_named(tmp_path, ca
     assert main(["--set", "backbones=xception,convnext_base", "--set", "weights_dataset=me/w", "--out", str(tmp_path)]) == 0
 
 
-def test_user_comes_from_flag_then_environment_then_kaggle_json(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
-    assert build_kernel.kaggle_user() is None
-    (tmp_path / ".kaggle").mkdir()
-    (tmp_path / ".kaggle" / "kaggle.json").write_text('{"username": "from_file", "key": "k"}')
-    assert build_kernel.kaggle_user() == "from_file"
+def test_a_build_owns_the_kernel_by_flag_or_placeholder_and_only_pushes_sign_in(tmp_path, monkeypatch):
     monkeypatch.setenv("KAGGLE_USERNAME", "from_env")
-    assert build_kernel.kaggle_user() == "from_env"
-    assert build_kernel.kaggle_user("from_flag") == "from_flag"
+    assert main(["--out", str(tmp_path / "plain")]) == 0
+    assert json.loads((tmp_path / "plain" / SLUG / "kernel-metadata.json").read_text())["id"] == f"USER/{SLUG}"
+    assert main(["--out", str(tmp_path / "mine"), "--user", "me"]) == 0
+    assert json.loads((tmp_path / "mine" / SLUG / "kernel-metadata.json").read_text())["id"] == f"me/{SLUG}"
+    with pytest.raises(SystemExit):  # the loop's other steps live in leaderboard.py
+        main(["--out", str(tmp_path), "--status"])
 
 
-def test_without_a_user_the_build_works_and_pushing_says_why_not(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
-    assert main(["--out", str(tmp_path)]) == 0
-    assert "pushing needs --user" in capsys.readouterr().out
-    assert main(["--out", str(tmp_path), "--status"]) == 2
-    assert "no Kaggle user" in capsys.readouterr().err
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_the_headers_run_here_command_works_from_the_repo_root(kernel):
+    """Every path in the committed header's command resolves from the repo's root, where it says to run it: the
+    kernel file, an input root holding the competition, and (heads) the folder the full kernel's command writes."""
+    from kaggle_src.config import make_config
+    from kaggle_src.find_inputs import find_inputs
+
+    def run_here(slug):
+        lines = (REPO / "kernels" / slug / "kernel.py").read_text().split('"""')[1].splitlines()
+        index = next(index for index, line in enumerate(lines) if line.startswith("Run here"))
+        assert "from the repo's root" in lines[index]
+        python, script, *arguments = lines[index + 1].split()
+        flags = {flag: value for flag, value in zip(arguments, arguments[1:] + [""]) if flag.startswith("--")}
+        return python, script, flags
+
+    python, script, flags = run_here(KERNELS[kernel].slug)
+    assert (python, script) == ("python", f"kernels/{KERNELS[kernel].slug}/kernel.py")
+    assert "--dry-run" in flags
+    find_inputs(REPO / flags["--input-root"], make_config(dry_run=True))
+    if kernel == "heads":
+        assert flags["--features"] == run_here(SLUG)[2]["--output-dir"]
 
 
 def test_modules_that_kaggle_cannot_run_are_refused(tmp_path):
@@ -224,6 +236,22 @@ def test_kernel_stops_on_bad_input_with_one_line_and_exit_2(case, working_tree_k
     result, network = run_kernel_offline(working_tree_kernel, arguments, tmp_path)
     assert (result.returncode, result.stderr, network) == (2, f"error: {expected}\n", "")
     assert not (tmp_path / "out" / "submission.csv").exists()
+
+
+def test_the_kernel_puts_keras_on_tensorflow_and_gpu_memory_growth_on_before_either_is_imported(tmp_path):
+    """Kaggle's image ships JAX and PyTorch too; without memory growth TensorFlow takes the whole GPU at first use."""
+    kernel = shutil.copy(COMMITTED / "kernel.py", tmp_path / "kernel.py")
+    probe = (
+        "import os, runpy\n"
+        f"runpy.run_path({str(kernel)!r}, run_name='not_main')\n"
+        "import kaggle_src.pipeline, keras\n"
+        "print(keras.backend.backend(), os.environ['TF_FORCE_GPU_ALLOW_GROWTH'])\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "TF_FORCE_GPU_ALLOW_GROWTH"}
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+                            env={**env, "KERAS_BACKEND": "jax"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["tensorflow", "true"]
 
 
 def test_a_traceback_names_the_module_and_shows_its_line(tmp_path):

@@ -10,10 +10,10 @@ import pytest
 import tensorflow as tf
 
 from kaggle_src.backbones import BACKBONES
-from kaggle_src.config import make_config
+from kaggle_src.config import InputError, make_config
 from kaggle_src.extract_features import (
-    CPU_BATCH_SIZE, MAX_BATCH_SIZE, activation_bytes, build_backbone, build_extractor, choose_batch_size,
-    extract_features, fuse_views, preprocess,
+    CPU_BATCH_SIZE, MAX_BATCH_SIZE, activation_bytes, build_backbone, build_extractor, check_accelerator,
+    choose_batch_size, estimate_seconds, extract_features, fuse_views, preprocess,
 )
 from kaggle_src.find_inputs import find_inputs
 from kaggle_src.load_images import load_images
@@ -60,14 +60,14 @@ def close_to(actual, expected, relative):
 
 def test_fused_extractor_equals_each_backbone_on_each_view(backbones, images, tmp_path):
     expected = separately(backbones, images)
-    fused = extract_features(fuse_views(backbones, SIZE, flips=True), loaded(images, tmp_path), batch_size=2)
+    fused = extract_features(fuse_views(backbones, SIZE, flips=True), loaded(images, tmp_path), batch_size=2)[0]
     assert fused.shape == (5, 2, 4096) and fused.dtype == np.float32
     assert not np.allclose(expected[:, 0], expected[:, 1], rtol=1e-3, atol=0)  # the views do differ
     close_to(fused, expected, 1e-4)
 
 
 def test_without_flips_there_is_one_view(backbones, images, tmp_path):
-    features = extract_features(fuse_views(backbones, SIZE, flips=False), loaded(images, tmp_path), batch_size=4)
+    features = extract_features(fuse_views(backbones, SIZE, flips=False), loaded(images, tmp_path), batch_size=4)[0]
     close_to(features, separately(backbones, images)[:, :1], 1e-4)
 
 
@@ -82,8 +82,8 @@ def test_half_precision_features_are_float32_and_close_to_full_precision(images,
     assert [layer.compute_dtype for layer in half.layers if isinstance(layer, keras.Model)] == [precision] * 2
     for ours, theirs in zip(half.weights, full.weights):  # variables stay float32 under mixed precision
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours), keras.ops.convert_to_numpy(theirs))
-    expected = extract_features(full, loaded(images, tmp_path), batch_size=5)
-    features = extract_features(half, loaded(images, tmp_path), batch_size=5)
+    expected = extract_features(full, loaded(images, tmp_path), batch_size=5)[0]
+    features = extract_features(half, loaded(images, tmp_path), batch_size=5)[0]
     assert features.dtype == np.float32
     assert not np.array_equal(features, expected)  # it did compute in lower precision
     close_to(features, expected, tolerance)
@@ -96,7 +96,7 @@ def test_xla_compiled_extractor_equals_the_uncompiled_one(images, tmp_path):
         keras.utils.set_random_seed(0)
         extractor = build_extractor(make_config(dry_run=True, backbones=("mobilenet_v2",), image_size=SIZE, xla=xla))
         assert extractor.jit_compile is (xla == "on")
-        features[xla] = extract_features(extractor, loaded(images, tmp_path), batch_size=5)
+        features[xla] = extract_features(extractor, loaded(images, tmp_path), batch_size=5)[0]
     assert features["on"].shape == (5, 2, 1280)
     close_to(features["on"], features["off"], 1e-4)
 
@@ -117,7 +117,7 @@ def test_each_backbone_runs_at_its_own_size_from_one_load(tmp_path):
     extractor = build_extractor(config)
     xception, mobilenet = [layer for layer in extractor.layers if isinstance(layer, keras.Model)]
     assert (xception.input_shape[1], mobilenet.input_shape[1]) == (96, 72)
-    features = extract_features(extractor, loaded(images, tmp_path), batch_size=2)
+    features = extract_features(extractor, loaded(images, tmp_path), batch_size=2)[0]
     pixels = images.astype(np.float32)
     small = keras.ops.convert_to_numpy(keras.ops.image.resize(pixels, (72, 72), antialias=True))
     expected = np.concatenate([
@@ -148,8 +148,8 @@ config = make_config(dry_run=True, image_size=75)
 single = build_extractor(config)
 mirrored = build_extractor(config, devices=["/cpu:0", "/cpu:1"])
 mirrored.set_weights(single.get_weights())
-one = extract_features(single, loaded(images, Path(sys.argv[1]) / "a"), batch_size=4)
-two = extract_features(mirrored, loaded(images, Path(sys.argv[1]) / "b"), batch_size=4)  # batches of 4 then 3
+one = extract_features(single, loaded(images, Path(sys.argv[1]) / "a"), batch_size=4)[0]
+two = extract_features(mirrored, loaded(images, Path(sys.argv[1]) / "b"), batch_size=4)[0]  # batches of 4 then 3
 print(json.dumps({"replicas": mirrored.distribute_strategy.num_replicas_in_sync, "shape": two.shape,
                   "difference": float(np.abs(one - two).max() / np.abs(one).max())}))
 """
@@ -176,22 +176,23 @@ def test_out_of_memory_halves_the_batch_and_starts_again(backbones, images, tmp_
         return predict(dataset, verbose=verbose)
 
     extractor.predict = predict_with_little_memory
-    features = extract_features(extractor, loaded(images, tmp_path), batch_size=4)
+    features = extract_features(extractor, loaded(images, tmp_path), batch_size=4)[0]
     assert batch_sizes == [4, 2, 1]
     assert "out of GPU memory: extracting again with 1 images per batch" in capsys.readouterr().out
     close_to(features, separately(backbones, images), 1e-4)
 
 
-def test_batch_size_follows_free_memory():
+def test_batch_size_fits_a_t4_for_the_backbones_and_size_whatever_memory_reads_free(monkeypatch):
+    """No reading of free memory: TensorFlow keeps what it took, so nvidia-smi's free memory says who ran first."""
+    monkeypatch.setattr(subprocess, "run", lambda *args, **kwargs: pytest.fail("nothing is asked of nvidia-smi"))
     extractor = fuse_views({name: build_backbone(name, 299) for name in ("xception", "inception_v3")}, 299)
     per_image = activation_bytes(extractor)
     # The largest layer output at 299 px is Xception's 147x147x128 float32, 4 alive at once, 2 views.
     assert per_image == 2 * 4 * 147 * 147 * 128 * 4
-    assert choose_batch_size(extractor, None, 1) == CPU_BATCH_SIZE
-    assert choose_batch_size(extractor, 64 * per_image, 1) == 32  # half the free memory
-    assert choose_batch_size(extractor, 100 * per_image, 2) == 2 * 32  # rounded down to a power of two, per replica
-    assert choose_batch_size(extractor, 1, 1) == 1
-    assert choose_batch_size(extractor, 10**6 * per_image, 1) == MAX_BATCH_SIZE
+    assert choose_batch_size(extractor, on_gpu=False) == CPU_BATCH_SIZE
+    assert choose_batch_size(extractor, on_gpu=True) == 32  # 4 GiB / 88 MB = 48, rounded down to a power of two
+    small = fuse_views({"xception": build_backbone("xception", 71)}, 71, flips=False)
+    assert choose_batch_size(small, on_gpu=True) == MAX_BATCH_SIZE
 
 
 def test_extraction_starts_before_loading_ends(tmp_path, monkeypatch, images):
@@ -228,3 +229,34 @@ def test_weights_load_from_legacy_h5_files_with_the_keras_names(tmp_path, backbo
         assert len(loaded_backbone.weights) == len(backbone.weights)
         for theirs, ours in zip(loaded_backbone.weights, backbone.weights):
             np.testing.assert_array_equal(keras.ops.convert_to_numpy(theirs), keras.ops.convert_to_numpy(ours))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "with its top", "another backbone's"])
+def test_weights_that_will_not_load_stop_with_one_line_naming_the_file(damage, backbones, tmp_path):
+    path = tmp_path / BACKBONES["xception"].weights_file
+    if damage == "truncated":
+        write_legacy_weights(backbones["xception"], path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        said = "truncated file"
+    elif damage == "with its top":
+        write_legacy_weights(keras.applications.Xception(weights=None, input_shape=(SIZE, SIZE, 3)), path)
+        said = "Layer count mismatch"
+    else:
+        write_legacy_weights(backbones["inception_v3"], path)
+        said = "Layer count mismatch"
+    with pytest.raises(InputError) as stop:
+        build_backbone("xception", SIZE, path)
+    message = str(stop.value)
+    assert message.startswith(f"{path}: not Xception's no-top ImageNet weights "
+                              "(xception_weights_tf_dim_ordering_tf_kernels_notop.h5); Keras said: ")
+    assert said in message and "\n" not in message
+
+
+def test_a_gpu_less_run_is_stopped_on_kaggle_and_timed_elsewhere(backbones, images):
+    real = make_config(image_size=SIZE)
+    with pytest.raises(InputError, match="no GPU in this Kaggle session: turn the accelerator on"):
+        check_accelerator(real, kaggle=True)
+    assert check_accelerator(real, kaggle=False)  # this machine has no GPU: worth a warning
+    assert not check_accelerator(make_config(dry_run=True), kaggle=True)  # dry runs are meant for CPUs
+    extractor = fuse_views(backbones, SIZE)
+    assert 0 < estimate_seconds(extractor, 4, batch=4) < estimate_seconds(extractor, 4000, batch=4)

@@ -1,3 +1,5 @@
+import dataclasses
+import hashlib
 import shutil
 
 import numpy as np
@@ -168,3 +170,21 @@ def test_output_dir_is_created_and_an_unwritable_one_is_refused(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(InputError, match="output dir .*file/out: cannot be written"):
         prepare_output_dir(tmp_path / "file" / "out")
+
+
+def test_weights_unlike_the_file_keras_publishes_warn_but_are_used(tmp_path, capsys, monkeypatch):
+    copy_competition(tmp_path)
+    (tmp_path / XCEPTION_FILE).write_bytes(b"a copy that differs")
+    (tmp_path / INCEPTION_FILE).write_bytes(b"")
+    _, weights = find_inputs(tmp_path, make_config())
+    assert set(weights) == {"xception", "inception_v3"}
+    md5 = {"xception": hashlib.md5(b"a copy that differs").hexdigest(), "inception_v3": hashlib.md5(b"").hexdigest()}
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: {tmp_path / name}: md5 {md5[backbone]}, not the {BACKBONES[backbone].md5} that Keras publishes "
+        f"for {name}; loading it anyway"
+        for backbone, name in (("xception", XCEPTION_FILE), ("inception_v3", INCEPTION_FILE))
+    ]
+    for backbone in md5:
+        monkeypatch.setitem(BACKBONES, backbone, dataclasses.replace(BACKBONES[backbone], md5=md5[backbone]))
+    find_inputs(tmp_path, make_config())
+    assert capsys.readouterr().err == ""

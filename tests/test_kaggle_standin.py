@@ -48,9 +48,9 @@ def test_kernels_push_sends_the_metadata_and_code(tmp_path):
 
 def test_kernels_status_reports_the_configured_status(tmp_path):
     with kaggle_standin(tmp_path / "home") as api:
-        api.kernel_status = "running"
+        api.statuses = ["running"]
         running = kaggle(api, "kernels", "status", KERNEL)
-        api.kernel_status, api.failure_message = "error", "CUDA out of memory"
+        api.statuses, api.failure_message = ["error"], "CUDA out of memory"
         failed = kaggle(api, "kernels", "status", KERNEL)
 
     assert running.returncode == 0, running.stderr
