@@ -6,28 +6,25 @@ softmax heads on the CPU, and writes the ensemble with the best out-of-fold log 
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   b163b94
-    sources sha256:  dbb83b396a8b8d3bce017911d64991a49bb62dee6781f26018ab91b53c00a11b
+    source commit:   b71024a
+    sources sha256:  91270f277209b36811008bb0ec8e542b2ae23d4c88eecb35aca5cdeb66804585
     build settings:  features='/kaggle/input'
     configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, standardise=False,
                      logistic=True, head_batch_size=128, extract_batch_size=0, precision='auto',
                      xla='auto', n_jobs=-1, seed=2017, dry_run=False, features='/kaggle/input',
                      weights_dataset=''
-Run here:   python kernel.py --input-root input_stub --output-dir heads --dry-run --features working
-            (after the full kernel's dry run wrote working/)
+Run here, from the repo's root, after the full kernel's dry run wrote working/:
+    python kernels/dog-breed-heads/kernel.py --input-root input_stub --output-dir heads --dry-run --features working
 On Kaggle:  no arguments: /kaggle/input (the full kernel's output attached) -> /kaggle/working.
 """
 import importlib.abc
 import importlib.util
 import linecache
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
-
 BUILD_SETTINGS = {'features': '/kaggle/input'}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': 'b163b94', 'sources_sha256': 'dbb83b396a8b8d3bce017911d64991a49bb62dee6781f26018ab91b53c00a11b', 'settings': {'features': '/kaggle/input'}}
+BUILD = {'commit': 'b71024a', 'sources_sha256': '91270f277209b36811008bb0ec8e542b2ae23d4c88eecb35aca5cdeb66804585', 'settings': {'features': '/kaggle/input'}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -37,7 +34,16 @@ SOURCES['kaggle_src'] = r'''
 
 Stages, one module each: find_inputs, load_images, extract_features, train_heads, predict, ensembles,
 write_outputs (with report); pipeline runs them in order. Run with `python -m kaggle_src --help`.
+
+Importing the package sets what TensorFlow and Keras read once, at their import: Keras runs on TensorFlow
+(Kaggle's image ships JAX and PyTorch too), TensorFlow takes GPU memory as it needs it rather than all of it
+at first use, and its start-up chatter stays out of the log.
 """
+import os
+
+os.environ["KERAS_BACKEND"] = "tensorflow"
+os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 '''
 
 # ---- kaggle_src/config.py ----
@@ -259,6 +265,7 @@ class Backbone:
     preprocessing: str  # one of PREPROCESSING
     min_size: int = 32  # smallest input side the architecture accepts
     dataset: str = ""  # a Kaggle dataset known to hold weights_file ("": none known; set weights_dataset)
+    md5: str = ""  # the md5 Keras publishes for weights_file ("": none published under that name)
 
 
 def _keras_file(stem):
@@ -266,10 +273,16 @@ def _keras_file(stem):
 
 
 BACKBONES = {
-    "xception": Backbone("Xception", _keras_file("xception"), 299, 2048, "tf", 71, KERAS_PRETRAINED),
-    "inception_v3": Backbone("InceptionV3", _keras_file("inception_v3"), 299, 2048, "tf", 75, KERAS_PRETRAINED),
+    "xception": Backbone(
+        "Xception", _keras_file("xception"), 299, 2048, "tf", 71, KERAS_PRETRAINED, "b0042744bf5b25fce3cb969f33bebb97"
+    ),
+    "inception_v3": Backbone(
+        "InceptionV3", _keras_file("inception_v3"), 299, 2048, "tf", 75, KERAS_PRETRAINED,
+        "bcbd6486424b2319ff4ef7d526e38f63",
+    ),
     "inception_resnet_v2": Backbone(
-        "InceptionResNetV2", _keras_file("inception_resnet_v2"), 299, 1536, "tf", 75, KERAS_PRETRAINED
+        "InceptionResNetV2", _keras_file("inception_resnet_v2"), 299, 1536, "tf", 75, KERAS_PRETRAINED,
+        "d19885ff4a710c122648d3b5c3b684e4",
     ),
     "nasnet_large": Backbone("NASNetLarge", "NASNet-large-no-top.h5", 331, 4032, "tf", 32, KERAS_PRETRAINED),
     "nasnet_mobile": Backbone("NASNetMobile", "NASNet-mobile-no-top.h5", 224, 1056, "tf"),
@@ -313,6 +326,7 @@ Kaggle has changed how it nests /kaggle/input before, so nothing here hard-codes
 root: the competition folder is whichever folder holds both CSVs, and each weights file is found by
 its Keras file name.
 """
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -346,12 +360,17 @@ class Competition:
         return [self.directory / split / f"{image_id}.jpg" for image_id in self.ids(split)]
 
 
+def on_kaggle():
+    """Whether this runs in a Kaggle session (its /kaggle/working exists)."""
+    return KAGGLE_WORKING.is_dir()
+
+
 def default_input_root():
     return KAGGLE_INPUT if KAGGLE_INPUT.is_dir() else Path("input_stub")
 
 
 def default_output_dir():
-    return KAGGLE_WORKING if KAGGLE_WORKING.is_dir() else Path("working")
+    return KAGGLE_WORKING if on_kaggle() else Path("working")
 
 
 def find_inputs(input_root, config):
@@ -394,7 +413,23 @@ def find_inputs(input_root, config):
                        else "attach a Kaggle dataset that holds it and set weights_dataset")
                     + " (or use --dry-run)"
                 )
+            check_weights_hash(name, weights[name])
     return min(competition_dirs, key=lambda path: len(path.parts)), weights
+
+
+def check_weights_hash(name, path):
+    """Warn when backbone `name`'s weights file differs from the one Keras publishes (where it publishes an md5):
+    a copy on Kaggle may differ and still be right, so loading it decides, not the hash."""
+    expected = BACKBONES[name].md5
+    if not expected:
+        return
+    digest = hashlib.md5()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(2**22), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected:
+        warn(f"{path}: md5 {digest.hexdigest()}, not the {expected} that Keras publishes for "
+             f"{BACKBONES[name].weights_file}; loading it anyway")
 
 
 def read_competition(directory):
@@ -612,10 +647,10 @@ image crosses to the GPU once, as uint8, and the data is passed over once — wh
 On the GPU the backbones compute in float16 (T4-class tensor cores) or bfloat16 (Ampere and newer)
 while features come back as float32; with two or more GPUs (Kaggle's T4 x2) every batch is split
 across them by a MirroredStrategy. Batches are fed from the background image loader through
-tf.data, so decoding overlaps the GPU's work; the batch size follows the free GPU memory, and an
-out-of-memory error halves it instead of ending the run.
+tf.data, so decoding overlaps the GPU's work; the batch size is what fits a 16 GB T4 for the backbones
+and size, and an out-of-memory error halves it instead of ending the run.
 """
-import subprocess
+import time
 
 import keras
 import numpy as np
@@ -623,10 +658,11 @@ import tensorflow as tf
 from keras import ops
 
 from .backbones import BACKBONES
+from .config import InputError
 
 CPU_BATCH_SIZE = 64  # images per batch without a GPU
-MAX_BATCH_SIZE = 512  # images per replica at most, however much memory is free
-MEMORY_FRACTION = 0.5  # of the free GPU memory that a batch's activations may take, by our estimate
+MAX_BATCH_SIZE = 256  # images per replica at most
+REPLICA_ACTIVATION_BYTES = 4 * 2**30  # a batch's activations per GPU: a quarter of a T4's 16 GB, by our estimate
 IMAGENET_BGR_MEAN = [103.939, 116.779, 123.68]  # "caffe" preprocessing
 IMAGENET_RGB_MEAN, IMAGENET_RGB_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # "torch" preprocessing
 LIVE_OUTPUTS = 4  # layer outputs alive at once in inference: input, output, a residual branch, workspace
@@ -635,15 +671,24 @@ LIVE_OUTPUTS = 4  # layer outputs alive at once in inference: input, output, a r
 def build_backbone(name, image_size, weights_path=None):
     """Backbone `name` without its top, average-pooled; ImageNet weights from a local legacy .h5 file.
 
-    `weights_path=None` gives random-init weights (dry runs). Never downloads anything.
+    `weights_path=None` gives random-init weights (dry runs). Never downloads anything. A file that will not
+    load (truncated, the with-top variant, another backbone's) is an InputError naming it and Keras' reason.
     """
-    constructor = getattr(keras.applications, BACKBONES[name].constructor)
-    return constructor(
-        include_top=False,
-        weights=None if weights_path is None else str(weights_path),
-        input_shape=(image_size, image_size, 3),
-        pooling="avg",
-    )
+    backbone = BACKBONES[name]
+    constructor = getattr(keras.applications, backbone.constructor)
+    try:
+        return constructor(
+            include_top=False,
+            weights=None if weights_path is None else str(weights_path),
+            input_shape=(image_size, image_size, 3),
+            pooling="avg",
+        )
+    except (OSError, ValueError) as error:
+        if weights_path is None:
+            raise
+        said = " ".join(str(error).split())
+        raise InputError(f"{weights_path}: not {backbone.constructor}'s no-top ImageNet weights "
+                         f"({backbone.weights_file}); Keras said: {said}") from None
 
 
 def compute_dtype(precision):
@@ -655,6 +700,41 @@ def compute_dtype(precision):
         return "float32"
     capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
     return "bfloat16" if capability >= (8, 0) else "float16" if capability >= (7, 0) else "float32"
+
+
+def gpu_names():
+    """The names of the GPUs TensorFlow sees (e.g. "Tesla T4"), in its order; empty without one."""
+    return [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+            for gpu in tf.config.list_physical_devices("GPU")]
+
+
+def check_accelerator(config, kaggle):
+    """Stop a Kaggle session that would extract real features without a GPU (its accelerator is off: hours on
+    4 CPUs); elsewhere return whether such a run is about to extract on the CPU, which is worth a warning."""
+    if config.dry_run or gpu_names():
+        return False
+    if kaggle:
+        raise InputError("no GPU in this Kaggle session: turn the accelerator on (Settings > Accelerator > "
+                         "GPU T4 x2) and run again; features extracted on its CPUs would take hours")
+    return True
+
+
+def estimate_seconds(extractor, n_images, batch=4):
+    """Seconds the extractor would take over `n_images`, timed on one batch of `batch` blank images (after a
+    first batch, which traces the model)."""
+    size = extractor.input_shape[1]
+    blank = np.zeros((batch, size, size, 3), np.uint8)
+    extractor.predict_on_batch(blank)
+    start = time.perf_counter()
+    extractor.predict_on_batch(blank)
+    return (time.perf_counter() - start) * n_images / batch
+
+
+def describe_extractor(extractor):
+    """What the extraction runs as: the backbones' compute dtype, replicas and XLA."""
+    backbone = next(layer for layer in extractor.layers if isinstance(layer, keras.Model))
+    return {"compute_dtype": backbone.compute_dtype, "replicas": extractor.distribute_strategy.num_replicas_in_sync,
+            "xla": bool(extractor.jit_compile)}
 
 
 def distribution_strategy(devices=None):
@@ -713,20 +793,6 @@ def preprocess(pixels, mode):
     return pixels
 
 
-def free_gpu_memory():
-    """Free bytes on the first GPU as nvidia-smi reports them, or None without a GPU or nvidia-smi."""
-    if not tf.config.list_physical_devices("GPU"):
-        return None
-    try:
-        output = subprocess.run(
-            ["nvidia-smi", "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=30, check=True,
-        ).stdout
-        return int(output.split()[0]) * 2**20
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return None
-
-
 def activation_bytes(extractor):
     """Estimated device memory that inference over one image (all its views) keeps alive at once.
 
@@ -743,27 +809,30 @@ def activation_bytes(extractor):
     return views * LIVE_OUTPUTS * largest
 
 
-def choose_batch_size(extractor, free_bytes, replicas):
-    """Images per batch: the largest power of two per replica whose activations fit in MEMORY_FRACTION of
-    `free_bytes` (at most MAX_BATCH_SIZE), times `replicas`; CPU_BATCH_SIZE when the free memory is unknown."""
-    if free_bytes is None:
+def choose_batch_size(extractor, on_gpu):
+    """Images per batch: on a GPU, the largest power of two per replica whose activations fit in
+    REPLICA_ACTIVATION_BYTES (at most MAX_BATCH_SIZE), times the replicas; CPU_BATCH_SIZE without a GPU.
+
+    A fixed budget that fits a 16 GB T4, not a reading of free memory: TensorFlow holds GPU memory it has
+    taken, so what nvidia-smi calls free depends on who ran first, not on what the batch needs.
+    """
+    if not on_gpu:
         return CPU_BATCH_SIZE
-    per_replica = max(1, int(free_bytes * MEMORY_FRACTION) // activation_bytes(extractor))
+    per_replica = max(1, REPLICA_ACTIVATION_BYTES // activation_bytes(extractor))
     per_replica = min(MAX_BATCH_SIZE, 2 ** int(np.log2(per_replica)))
-    return per_replica * replicas
+    return per_replica * extractor.distribute_strategy.num_replicas_in_sync
 
 
 def extract_features(extractor, images, batch_size=0):
-    """Run the extractor over LoadedImages; returns float32 (n_images, views, features).
+    """Run the extractor over LoadedImages; returns (float32 (n_images, views, features), the batch size used).
 
-    Batches stream in from the loader as they are decoded. `batch_size` 0 chooses it from the free GPU
-    memory; out of memory, the batch is halved and the split started again.
+    Batches stream in from the loader as they are decoded. `batch_size` 0 chooses it for the backbones and
+    size (see choose_batch_size); out of memory, the batch is halved and the split started again.
     """
-    replicas = extractor.distribute_strategy.num_replicas_in_sync
-    batch_size = batch_size or choose_batch_size(extractor, free_gpu_memory(), replicas)
+    batch_size = batch_size or choose_batch_size(extractor, bool(tf.config.list_physical_devices("GPU")))
     while True:
         try:
-            return _predict(extractor, images, batch_size)
+            return _predict(extractor, images, batch_size), batch_size
         except tf.errors.ResourceExhaustedError:
             if batch_size <= 1:
                 raise
@@ -1436,7 +1505,7 @@ import numpy as np
 from .config import InputError, add_config_arguments, config_from_arguments, warn
 from .ensembles import choose, score_options, score_predictions
 from .feature_cache import find_features, load_features, read_manifest, save_features
-from .find_inputs import default_input_root, default_output_dir, find_inputs, prepare_output_dir, read_competition
+from .find_inputs import default_input_root, default_output_dir, find_inputs, on_kaggle, prepare_output_dir, read_competition
 from .load_images import load_images
 from .predict import class_prior, predict_views
 from .report import confused_pairs, report_markdown
@@ -1469,9 +1538,13 @@ def run(config, input_root, output_dir, build=None):
     # TensorFlow is imported only now that every check has passed, so that a stop above takes a second and
     # its one line stands alone: from TensorFlow 2.19, import logs ignore TF_CPP_MIN_LOG_LEVEL.
     import keras
+    import tensorflow as tf
 
-    from .extract_features import build_extractor, extract_features
+    from .extract_features import (build_extractor, check_accelerator, describe_extractor, estimate_seconds,
+                                   extract_features, gpu_names)
     from .train_heads import make_folds, train_heads, train_logistic
+
+    extracting_on_cpu = not config.features and check_accelerator(config, on_kaggle())
 
     n_classes = len(competition.classes)
     print(
@@ -1491,11 +1564,18 @@ def run(config, input_root, output_dir, build=None):
         keras.utils.set_random_seed(config.seed)
         with stage("extract_features"):
             extractor = build_extractor(config, weights)
+            extraction = {**describe_extractor(extractor), "batch_size": {}}
+        if extracting_on_cpu:
+            n_images = len(competition.train_ids) + len(competition.test_ids)
+            warn(f"no GPU: extracting the features of {n_images} images on the CPU, about "
+                 f"{estimate_seconds(extractor, n_images) / 60:.0f} min at the pace of a first batch")
         features, failed = {}, {}
         for split in ("train", "test"):
             with stage("extract_features"):  # loading runs behind it: see seconds.load_images for its own time
                 images = load_images(competition.image_paths(split), config.image_size, config.n_jobs, desc=split)
-                features[split] = extract_features(extractor, images, config.extract_batch_size)
+                features[split], extraction["batch_size"][split] = extract_features(
+                    extractor, images, config.extract_batch_size
+                )
             seconds["load_images"] += images.seconds
             failed[split] = images.failed
             del images
@@ -1549,6 +1629,10 @@ def run(config, input_root, output_dir, build=None):
     metrics["chance_log_loss"] = math.log(n_classes)
     metrics["seconds"] = {name: round(value, 2) for name, value in seconds.items()}
     metrics["seconds"]["total"] = round(time.perf_counter() - started, 2)  # stages overlap: not their sum
+    metrics["runtime"] = {
+        "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
+        "gpus": gpu_names(), "extraction": None if config.features else extraction,
+    }
     metrics["config"] = config.as_dict()
     if build is not None:
         metrics["build"] = build
