@@ -9,7 +9,6 @@ import sys
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 
@@ -178,14 +177,28 @@ def cv_metrics(heads, oof, options, chosen, labels, views):
     }
 
 
+EPILOG = """files a run writes to --output-dir:
+  submission.csv          the submitted option's test predictions, in sample_submission.csv's order
+  metrics.json            every ensembling option's out-of-fold scores, per-fold scores, counts, times, config
+  report.md               the same in short: the options, the submitted one, the most-confused breeds
+  features.npz, features_manifest.json
+                          the extracted features (not in a --features run), for heads-only runs
+
+Arguments it does not know are ignored: Kaggle may pass some."""
+
+
 def main(argv=None, settings=None, build=None):
     """Command-line entry: parse flags (ignoring unknown ones, as Kaggle may add some), run, report.
 
     `settings` are Config values baked in by build_kernel.py; flags given on the command line win.
     """
-    parser = argparse.ArgumentParser(prog="kaggle_src", description=__doc__.splitlines()[0], allow_abbrev=False)
-    parser.add_argument("--input-root", type=Path, default=None, help="default: /kaggle/input if it exists, else input_stub")
-    parser.add_argument("--output-dir", type=Path, default=None, help="default: /kaggle/working if it exists, else working")
+    parser = argparse.ArgumentParser(
+        prog="kaggle_src",
+        description=__doc__.splitlines()[0],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
     add_config_arguments(parser)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
