@@ -207,31 +207,28 @@ def add_config_arguments(parser):
         flag, text = "--" + name.replace("_", "-"), f"{meaning} (default: {default})"
         if metavar is None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
-        elif name in LOCATIONS:
-            parser.add_argument(flag, dest=name, metavar=metavar, type=Path, default=None, help=text)
         else:
-            parser.add_argument(
-                flag,
-                dest=name,
-                metavar=metavar,
-                type=lambda text, name=name: _parse_flag(name, text),
-                default=None,
-                help=text,
-            )
+            parser.add_argument(flag, dest=name, metavar=metavar, type=Path if name in LOCATIONS else str,
+                                default=None, help=text)
 
 
 def config_from_arguments(args, settings=None):
-    """The Config that parsed flags ask for: the defaults, then `settings`, then each flag given."""
-    names = [f.name for f in dataclasses.fields(Config)]
-    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    """The Config that parsed flags ask for: the defaults, then `settings`, then each flag given. A flag's text
+    is read here, by parse_value, so that a bad value stops as any bad setting does: one line naming it."""
+    given = {}
+    for field in dataclasses.fields(Config):
+        value = getattr(args, field.name)
+        if value is not None:
+            given[field.name] = value if field.type is bool else parse_value(field.name, value)
     return make_config(**{**(settings or {}), **given})
 
 
-def _parse_flag(name, text):
-    try:
-        return parse_value(name, text)
-    except InputError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+class CommandLineParser(argparse.ArgumentParser):
+    """argparse's parser, but a mistake it finds (a flag without its value, ...) stops the run as every other
+    stop does: one line, `error: ...`, on stderr, exit code 2, without the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message}\n")
 
 
 def _has_type(value, expected):

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .config import InputError, add_config_arguments, config_from_arguments, warn
+from .config import CommandLineParser, InputError, add_config_arguments, config_from_arguments, warn
 from .ensembles import choose, score_options, score_predictions
 from .feature_cache import find_features, load_features, read_manifest, save_features
 from .find_inputs import default_input_root, default_output_dir, find_inputs, prepare_output_dir, read_competition
@@ -192,7 +192,7 @@ def main(argv=None, settings=None, build=None):
 
     `settings` are Config values baked in by build_kernel.py; flags given on the command line win.
     """
-    parser = argparse.ArgumentParser(
+    parser = CommandLineParser(
         prog="kaggle_src",
         description=__doc__.splitlines()[0],
         epilog=EPILOG,

@@ -164,6 +164,11 @@ STOPS = {
     "one fold": (lambda c: None, ["--dry-run", "--n-folds", "1"], "config n_folds=1: expected at least 2"),
     "image below a backbone's minimum": (lambda c: None, ["--dry-run", "--image-size", "72"],
                                          "config image_size=72: expected at least 75 for these backbones"),
+    "a flag's value of the wrong type": (lambda c: None, ["--dry-run", "--image-size", "abc"],
+                                         "config image_size='abc': expected an integer"),
+    "a switch given a value": (lambda c: None, ["--dry-run", "--flips=yes"],
+                               "argument --flips/--no-flips: ignored explicit argument 'yes'"),
+    "a flag without its value": (lambda c: None, ["--dry-run", "--n-folds"], "argument --n-folds: expected one argument"),
 }
 
 
@@ -198,9 +203,17 @@ def test_every_stop_is_one_line_naming_the_file_and_value_before_any_heavy_work(
     damage_folder, flags, expected = STOPS[name]
     damage_folder(competition)
     flags = [flag.format(**fields) for flag in flags]
-    assert main(["--input-root", str(root), "--output-dir", str(out), *flags]) == 2
-    assert capsys.readouterr().err == f"error: {expected.format(**fields)}\n"
+    assert stop_code(main, ["--input-root", str(root), "--output-dir", str(out), *flags]) == 2
+    assert capsys.readouterr() == ("", f"error: {expected.format(**fields)}\n")
     assert not (out / "submission.csv").exists()
+
+
+def stop_code(entry, arguments):
+    """The exit code of `entry(arguments)`, whether it returns it or, as argparse does, raises SystemExit."""
+    try:
+        return entry(arguments)
+    except SystemExit as stop:
+        return stop.code
 
 
 def test_a_stop_comes_before_tensorflow_is_imported(tmp_path):
