@@ -1,6 +1,7 @@
 """Every setting of a run in one place, with the seed's values as defaults, checked at the door."""
 import argparse
 import dataclasses
+import difflib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,6 +222,27 @@ def config_from_arguments(args, settings=None):
         if value is not None:
             given[field.name] = value if field.type is bool else parse_value(field.name, value)
     return make_config(**{**(settings or {}), **given})
+
+
+def warn_unknown_arguments(unknown):
+    """Warn of each unknown flag in `unknown` (what parse_known_args left, in order), with the values after it,
+    naming the closest known flag if one is close. They are ignored, not stopped at: Kaggle may pass some."""
+    known = [
+        flag
+        for name, (metavar, _, _) in flags().items()
+        for flag in ["--" + name.replace("_", "-")] + (["--no-" + name.replace("_", "-")] if metavar is None else [])
+    ]
+    groups = []
+    for argument in unknown:
+        starts_a_flag = argument.startswith("-") and not argument[1:2].isdigit()  # -1 is a value
+        if starts_a_flag or not groups:
+            groups.append([argument])
+        else:
+            groups[-1].append(argument)
+    for group in groups:
+        closest = difflib.get_close_matches(group[0].split("=")[0], known, n=1)
+        hint = f" (did you mean {closest[0]}?)" if closest else ""
+        warn(f"argument {' '.join(group)}: unknown{hint}; ignored")
 
 
 class CommandLineParser(argparse.ArgumentParser):

@@ -12,7 +12,9 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .config import CommandLineParser, InputError, add_config_arguments, config_from_arguments, warn
+from .config import (
+    CommandLineParser, InputError, add_config_arguments, config_from_arguments, warn, warn_unknown_arguments,
+)
 from .ensembles import choose, score_options, score_predictions
 from .feature_cache import find_features, load_features, read_manifest, save_features
 from .find_inputs import default_input_root, default_output_dir, find_inputs, prepare_output_dir, read_competition
@@ -184,11 +186,11 @@ EPILOG = """files a run writes to --output-dir:
   features.npz, features_manifest.json
                           the extracted features (not in a --features run), for heads-only runs
 
-Arguments it does not know are ignored: Kaggle may pass some."""
+Arguments it does not know are ignored, each with a warning naming the closest flag: Kaggle may pass some."""
 
 
 def main(argv=None, settings=None, build=None):
-    """Command-line entry: parse flags (ignoring unknown ones, as Kaggle may add some), run, report.
+    """Command-line entry: parse flags (warning of unknown ones and ignoring them, as Kaggle may add some), run, report.
 
     `settings` are Config values baked in by build_kernel.py; flags given on the command line win.
     """
@@ -201,8 +203,7 @@ def main(argv=None, settings=None, build=None):
     )
     add_config_arguments(parser)
     args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        print(f"ignoring unknown arguments: {' '.join(unknown)}")
+    warn_unknown_arguments(unknown)
     try:
         config = config_from_arguments(args, settings)
         output_dir = args.output_dir or default_output_dir()

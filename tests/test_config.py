@@ -8,7 +8,7 @@ import pytest
 
 from kaggle_src.config import (
     DRY_RUN_IMAGE_SIZE, Config, InputError, add_config_arguments, config_from_arguments, flags, make_config,
-    parse_value,
+    parse_value, warn_unknown_arguments,
 )
 from tests.conftest import REPO
 
@@ -102,7 +102,8 @@ def test_the_readme_configuration_table_is_every_flag_as_help_gives_it():
     expected = []
     for name, (metavar, default, meaning) in flags().items():
         flag = "--" + name.replace("_", "-")
-        expected.append((f"`{flag}` / `--no-{flag[2:]}`" if metavar is None else f"`{flag} {metavar}`", default, meaning))
+        shown = f"`{flag}` / `--no-{flag[2:]}`" if metavar is None else f"`{flag} {metavar}`"
+        expected.append((shown, default, meaning))
     table = readme_configuration_table()
     assert [(flag, default.replace("`", ""), meaning.replace("`", "")) for flag, default, meaning in table] == expected
 
@@ -128,3 +129,14 @@ def test_help_gives_each_flag_its_meaning_default_and_choices_and_the_files_a_ru
     for name in ("submission.csv", "metrics.json", "report.md", "features.npz"):
         assert f"  {name}" in epilog
     assert "Arguments it does not know are ignored" in epilog
+
+
+def test_unknown_arguments_are_warned_of_on_stderr_with_the_closest_flag(capsys):
+    warn_unknown_arguments(["--n-fold", "3", "--no-flip", "-f", "/tmp/kernel.json", "--n-job=-1", "--seedling", "-1"])
+    assert capsys.readouterr() == ("", "\n".join([
+        "warning: argument --n-fold 3: unknown (did you mean --n-folds?); ignored",
+        "warning: argument --no-flip: unknown (did you mean --no-flips?); ignored",
+        "warning: argument -f /tmp/kernel.json: unknown; ignored",
+        "warning: argument --n-job=-1: unknown (did you mean --n-jobs?); ignored",
+        "warning: argument --seedling -1: unknown (did you mean --seed?); ignored",
+    ]) + "\n")

@@ -112,8 +112,11 @@ def test_without_flips_or_logistic_regressions_their_options_are_left_out(small_
 
 def test_same_seed_same_submission_and_unknown_arguments_are_ignored(small_stub, tmp_path, capsys):
     quick = ["--dry-run", "--image-size", "75", "--max-epochs", "5", "--input-root", str(small_stub)]
-    assert main([*quick, "--output-dir", str(tmp_path / "a"), "-f", "/tmp/kernel.json"]) == 0
-    assert "ignoring unknown arguments: -f /tmp/kernel.json" in capsys.readouterr().out
+    assert main([*quick, "--output-dir", str(tmp_path / "a"), "-f", "/tmp/kernel.json", "--no-flip"]) == 0
+    assert capsys.readouterr().err.splitlines()[:2] == [
+        "warning: argument -f /tmp/kernel.json: unknown; ignored",
+        "warning: argument --no-flip: unknown (did you mean --no-flips?); ignored",
+    ]
     assert main([*quick, "--output-dir", str(tmp_path / "b")]) == 0
     assert (tmp_path / "a" / "submission.csv").read_bytes() == (tmp_path / "b" / "submission.csv").read_bytes()
     assert main([*quick, "--output-dir", str(tmp_path / "c"), "--seed", "7"]) == 0
@@ -168,7 +171,8 @@ STOPS = {
                                          "config image_size='abc': expected an integer"),
     "a switch given a value": (lambda c: None, ["--dry-run", "--flips=yes"],
                                "argument --flips/--no-flips: ignored explicit argument 'yes'"),
-    "a flag without its value": (lambda c: None, ["--dry-run", "--n-folds"], "argument --n-folds: expected one argument"),
+    "a flag without its value": (lambda c: None, ["--dry-run", "--n-folds"],
+                                 "argument --n-folds: expected one argument"),
 }
 
 
