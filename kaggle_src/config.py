@@ -9,6 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .backbones import BACKBONES, KERAS_PRETRAINED
+from .ensembles import OPTIONS, scored_names
 
 DEFAULT_BACKBONES = ("xception", "inception_v3")  # the seed's pair
 DRY_RUN_IMAGE_SIZE = 96  # what --dry-run uses unless --image-size is given
@@ -74,6 +75,11 @@ class Config:
     logistic: bool = setting(
         True, "also fit one logistic regression per fold (CPU: 2-8 min at full size), the logistic option"
     )
+    ensemble: str = setting(
+        "", "the ensembling option to submit instead of the one with the best out-of-fold log loss (every option "
+        f"is still scored and reported): one of {', '.join(option.name for option in OPTIONS)}; the tta ones need "
+        "--flips, logistic --logistic", "NAME", "none: the option with the best out-of-fold log loss",
+    )
     head_batch_size: int = setting(128, "head training batch", "N")
     extract_batch_size: int = setting(
         0, "images per feature-extraction batch; 0: from the free GPU memory (64 without a GPU)", "N"
@@ -129,6 +135,12 @@ class Config:
             raise InputError(f"config dropout={self.dropout}: expected a value in [0, 1)")
         if not self.learning_rate > 0:
             raise InputError(f"config learning_rate={self.learning_rate}: expected a positive number")
+        scored = scored_names(self.flips, self.logistic)
+        if self.ensemble and self.ensemble not in scored:
+            raise InputError(
+                f"config ensemble={self.ensemble!r}: expected one of the options these settings score: "
+                + ", ".join(scored)
+            )
         if self.n_jobs == 0 or self.n_jobs < -1:
             raise InputError(f"config n_jobs={self.n_jobs}: expected a positive count or -1 (all cores)")
 

@@ -108,7 +108,7 @@ def run(config, input_root, output_dir, build=None):
         }
     with stage("ensembles"):
         options = score_options(predictions, labels, folds)
-        chosen = choose(options)
+        chosen = choose(options, config.ensemble)
         chosen.test[failed["test"]] = class_prior(labels, n_classes)
 
     # 6. Write the validated submission of the chosen option, the metrics and the report.
@@ -158,14 +158,19 @@ def warn_unreadable(competition, split, failed, n_folds):
 
 def cv_metrics(heads, oof, options, chosen, labels, views):
     """Out-of-fold scores per head, per view's heads, for each ensembling option, and for the chosen one (the
-    submission's) as `ensemble`, with its log loss below the seed's heads."""
+    submission's) as `ensemble`, with its log loss below the seed's heads and the option it would have been
+    without the ensemble setting."""
     n_classes = oof.shape[-1]
     per_view = {name: score_predictions(oof[index, index], labels, n_classes) for index, name in enumerate(views)}
     seed = next(scored for scored in options if scored.option.name == "seed")
     return {
         "oof": {**per_view, "ensemble": {"log_loss": chosen.log_loss, "accuracy": chosen.accuracy}},
         "options": {scored.option.name: scored.scores() for scored in options},
-        "chosen": {"option": chosen.option.name, "improvement_over_seed": seed.log_loss - chosen.log_loss},
+        "chosen": {
+            "option": chosen.option.name,
+            "best_out_of_fold": choose(options).option.name,
+            "improvement_over_seed": seed.log_loss - chosen.log_loss,
+        },
         "folds": [
             {
                 "fold": head.fold,

@@ -140,3 +140,25 @@ def test_unknown_arguments_are_warned_of_on_stderr_with_the_closest_flag(capsys)
         "warning: argument --n-job=-1: unknown (did you mean --n-jobs?); ignored",
         "warning: argument --seedling -1: unknown (did you mean --seed?); ignored",
     ]) + "\n")
+
+
+def test_the_ensemble_setting_names_an_option_these_settings_score():
+    assert make_config(ensemble="tta").ensemble == "tta" and make_config().ensemble == ""
+    every = "seed, geometric, tta, tta_geometric, tta_geometric_temperature, logistic"
+    for overrides, scored in [
+        ({"ensemble": "best"}, every),
+        ({"ensemble": "tta", "flips": False}, "seed, geometric, logistic"),
+        ({"ensemble": "logistic", "logistic": False}, "seed, geometric, tta, tta_geometric, tta_geometric_temperature"),
+    ]:
+        with pytest.raises(InputError) as error:
+            make_config(**overrides)
+        assert str(error.value) == (
+            f"config ensemble={overrides['ensemble']!r}: expected one of the options these settings score: {scored}"
+        )
+
+
+def test_config_imports_neither_sklearn_nor_tensorflow():
+    """build_kernel.py and every check at the door import config.py: it must stay quick to import."""
+    entry = "import sys, kaggle_src.config; print(sorted({'sklearn', 'tensorflow', 'keras'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", entry], capture_output=True, text=True, cwd=REPO)
+    assert result.stdout == "[]\n", result.stderr

@@ -53,7 +53,7 @@ def test_metrics_hold_the_cv_scores_counts_times_and_config(dry_run):
     assert set(metrics["oof"]) == {"original", "flipped", "ensemble"}
     assert list(metrics["options"]) == [option.name for option in OPTIONS]
     best = min(metrics["options"], key=lambda name: metrics["options"][name]["log_loss"])
-    assert metrics["chosen"]["option"] == best
+    assert metrics["chosen"]["option"] == best == metrics["chosen"]["best_out_of_fold"]
     assert metrics["oof"]["ensemble"] == {key: metrics["options"][best][key] for key in ("log_loss", "accuracy")}
     improvement = metrics["options"]["seed"]["log_loss"] - metrics["oof"]["ensemble"]["log_loss"]
     assert metrics["chosen"]["improvement_over_seed"] == improvement >= 0
@@ -90,16 +90,22 @@ def test_report_holds_the_cv_table_the_winner_and_the_confused_pairs(dry_run):
     assert "| extract_features |" in report and "| train_logistic |" in report
 
 
-def test_the_chosen_options_test_predictions_are_submitted(small_stub, tmp_path, monkeypatch):
-    """Whatever option is chosen (here the last, logistic, not the best), its test predictions are submitted."""
-    chosen = []
-    monkeypatch.setattr(pipeline, "choose", lambda options: chosen.append(options[-1]) or options[-1])
-    quick = ["--dry-run", "--image-size", "75", "--max-epochs", "5", "--input-root", str(small_stub)]
-    assert main([*quick, "--output-dir", str(tmp_path)]) == 0
-    assert chosen[0].option.name == "logistic"
-    assert json.loads((tmp_path / "metrics.json").read_text())["chosen"]["option"] == "logistic"
+def test_the_option_set_by_ensemble_is_submitted_and_every_option_still_scored(small_stub, tmp_path, monkeypatch):
+    """--ensemble tta, not the best option out of fold here, submits tta's test predictions."""
+    scored, score_options = [], pipeline.score_options
+    monkeypatch.setattr(pipeline, "score_options", lambda *args: scored.extend(score_options(*args)) or scored)
+    assert main([*QUICK, "--input-root", str(small_stub), "--output-dir", str(tmp_path), "--ensemble", "tta"]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert list(metrics["options"]) == [option.name for option in OPTIONS]
+    best = min(metrics["options"], key=lambda name: metrics["options"][name]["log_loss"])
+    assert metrics["chosen"]["option"] == "tta" != best == metrics["chosen"]["best_out_of_fold"]
+    assert metrics["oof"]["ensemble"] == {key: metrics["options"]["tta"][key] for key in ("log_loss", "accuracy")}
+    tta = next(option for option in scored if option.option.name == "tta")
     submission = pd.read_csv(tmp_path / "submission.csv").set_index("id").to_numpy()
-    np.testing.assert_allclose(submission, chosen[0].test / chosen[0].test.sum(axis=1, keepdims=True), rtol=1e-6)
+    np.testing.assert_allclose(submission, tta.test / tta.test.sum(axis=1, keepdims=True), rtol=1e-6)
+    assert f"Submitted: **tta** (set by --ensemble; the best out of fold is {best})" in (
+        tmp_path / "report.md"
+    ).read_text()
 
 
 def test_without_flips_or_logistic_regressions_their_options_are_left_out(small_stub, tmp_path):
@@ -167,6 +173,12 @@ STOPS = {
     "one fold": (lambda c: None, ["--dry-run", "--n-folds", "1"], "config n_folds=1: expected at least 2"),
     "image below a backbone's minimum": (lambda c: None, ["--dry-run", "--image-size", "72"],
                                          "config image_size=72: expected at least 75 for these backbones"),
+    "ensemble not an option": (lambda c: None, ["--dry-run", "--ensemble", "best"],
+                               "config ensemble='best': expected one of the options these settings score: seed, "
+                               "geometric, tta, tta_geometric, tta_geometric_temperature, logistic"),
+    "ensemble not scored without flips": (lambda c: None, ["--dry-run", "--no-flips", "--ensemble", "tta"],
+                                          "config ensemble='tta': expected one of the options these settings score: "
+                                          "seed, geometric, logistic"),
     "a flag's value of the wrong type": (lambda c: None, ["--dry-run", "--image-size", "abc"],
                                          "config image_size='abc': expected an integer"),
     "a switch given a value": (lambda c: None, ["--dry-run", "--flips=yes"],
