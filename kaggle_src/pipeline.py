@@ -21,7 +21,10 @@ from .find_inputs import default_input_root, default_output_dir, find_inputs, pr
 from .load_images import load_images
 from .predict import class_prior, predict_views
 from .report import confused_pairs, report_markdown
-from .write_outputs import SubmissionError, make_submission, write_metrics, write_report, write_submission
+from .write_outputs import (
+    SubmissionError, make_submission, write_metrics, write_oof_predictions, write_report, write_submission,
+    write_test_predictions,
+)
 
 MAX_NAMED = 20  # unreadable images named one line each, per split; the rest in one line (metrics.json lists all)
 
@@ -109,12 +112,28 @@ def run(config, input_root, output_dir, build=None):
     with stage("ensembles"):
         options = score_options(predictions, labels, folds)
         chosen = choose(options, config.ensemble)
-        chosen.test[failed["test"]] = class_prior(labels, n_classes)
+        prior = class_prior(labels, n_classes)
+        for scored in options:
+            scored.test[failed["test"]] = prior
 
-    # 6. Write the validated submission of the chosen option, the metrics and the report.
+    # 6. Write every option's validated test predictions, then the chosen one's as the submission, its
+    # out-of-fold predictions, the metrics and the report.
     with stage("write"):
+        write_test_predictions(
+            {scored.option.name: scored.test for scored in options},
+            competition.test_ids,
+            competition.classes,
+            output_dir / "test_predictions",
+        )
         submission = make_submission(competition.test_ids, competition.classes, chosen.test)
         write_submission(submission, competition.test_ids, competition.classes, output_dir / "submission.csv")
+        write_oof_predictions(
+            [competition.train_ids[index] for index in readable],
+            [competition.classes[label] for label in labels],
+            competition.classes,
+            chosen.oof,
+            output_dir / "oof_predictions.csv",
+        )
     metrics = cv_metrics(heads, oof, options, chosen, labels, config.views)
     metrics["confused"] = confused_pairs(chosen.oof, labels, competition.classes)
     metrics["unreadable"] = {split: [competition.ids(split)[index] for index in failed[split]] for split in failed}
@@ -186,6 +205,9 @@ def cv_metrics(heads, oof, options, chosen, labels, views):
 
 EPILOG = """files a run writes to --output-dir:
   submission.csv          the submitted option's test predictions, in sample_submission.csv's order
+  oof_predictions.csv     its out-of-fold predictions: id, breed (the true one), then one column per breed
+  test_predictions/<option>.csv
+                          every ensembling option's test predictions, as submission.csv (one is that file)
   metrics.json            every ensembling option's out-of-fold scores, per-fold scores, counts, times, config
   report.md               the same in short: the options, the submitted one, the most-confused breeds
   features.npz, features_manifest.json
@@ -226,5 +248,5 @@ def main(argv=None, settings=None, build=None):
         + f" (chance {metrics['chance_log_loss']:.4f}); {metrics['seconds']['total']:.0f} s"
     )
     print(f"submitted {chosen['option']}, {chosen['improvement_over_seed']:.4f} below the seed's heads")
-    print(f"wrote {output_dir}/submission.csv, metrics.json and report.md")
+    print(f"wrote {output_dir}/submission.csv, oof_predictions.csv, test_predictions/, metrics.json and report.md")
     return 0

@@ -324,6 +324,31 @@ def test_unreadable_training_images_are_left_out_with_a_warning(damaged_stub, da
     assert damaged_run.trained_labels.tolist() == readable["breed"].map(classes.index).tolist()
 
 
+def test_out_of_fold_and_every_options_test_predictions_are_written_for_blending(damaged_stub, damaged_run):
+    root, _ = damaged_stub
+    sample, labels, submission, metrics = read_run(root, damaged_run.output_dir)
+    folder = damaged_run.output_dir / "test_predictions"
+    assert sorted(path.name for path in folder.iterdir()) == sorted(f"{name}.csv" for name in metrics["options"])
+    chosen = metrics["chosen"]["option"]
+    assert (folder / f"{chosen}.csv").read_bytes() == (damaged_run.output_dir / "submission.csv").read_bytes()
+    unreadable = metrics["unreadable"]["test"]
+    for name in metrics["options"]:
+        predictions = pd.read_csv(folder / f"{name}.csv")
+        assert_every_row_is_there(sample, predictions)
+        np.testing.assert_array_equal(  # the class prior, as in the submission
+            predictions.set_index("id").loc[unreadable], submission.set_index("id").loc[unreadable]
+        )
+    oof = pd.read_csv(damaged_run.output_dir / "oof_predictions.csv")
+    readable = labels[~labels["id"].isin(metrics["unreadable"]["train"])]
+    assert list(oof.columns) == ["id", "breed", *sample.columns[1:]]
+    assert oof["id"].tolist() == readable["id"].tolist() and oof["breed"].tolist() == readable["breed"].tolist()
+    probabilities = oof.iloc[:, 2:].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    true_breed = oof.columns[2:].get_indexer(oof["breed"])
+    oof_log_loss = -np.log(probabilities[np.arange(len(oof)), true_breed]).mean()
+    assert math.isclose(oof_log_loss, metrics["oof"]["ensemble"]["log_loss"], rel_tol=1e-4)
+
+
 def test_odd_but_valid_images_are_used_without_a_warning(damaged_stub, damaged_run):
     root, damaged = damaged_stub
     metrics = json.loads((damaged_run.output_dir / "metrics.json").read_text())
