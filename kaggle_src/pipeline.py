@@ -20,7 +20,7 @@ from .feature_cache import find_features, load_features, read_manifest, save_fea
 from .find_inputs import default_input_root, default_output_dir, find_inputs, prepare_output_dir, read_competition
 from .load_images import load_images
 from .predict import class_prior, predict_views
-from .report import confused_pairs, report_markdown
+from .report import confused_pairs, report_markdown, summary_line
 from .write_outputs import (
     SubmissionError, make_submission, write_metrics, write_oof_predictions, write_report, write_submission,
     write_test_predictions,
@@ -30,7 +30,8 @@ MAX_NAMED = 20  # unreadable images named one line each, per split; the rest in 
 
 
 def run(config, input_root, output_dir, build=None):
-    """Run the pipeline with `config`; write submission.csv and metrics.json to `output_dir`; return the metrics.
+    """Run the pipeline with `config`; write submission.csv, the predictions to blend with, metrics.json and
+    report.md to `output_dir`; return the metrics.
 
     `build`, when the run is a built kernel, says what it was built from; metrics.json keeps it.
     """
@@ -152,6 +153,7 @@ def run(config, input_root, output_dir, build=None):
     metrics["config"] = config.as_dict()
     if build is not None:
         metrics["build"] = build
+    metrics = {"summary": summary_line(metrics), **metrics}
     write_metrics(metrics, output_dir / "metrics.json")
     write_report(report_markdown(metrics), output_dir / "report.md")
     return metrics
@@ -207,9 +209,10 @@ EPILOG = """files a run writes to --output-dir:
   submission.csv          the submitted option's test predictions, in sample_submission.csv's order
   oof_predictions.csv     its out-of-fold predictions: id, breed (the true one), then one column per breed
   test_predictions/<option>.csv
-                          every ensembling option's test predictions, as submission.csv (one is that file)
-  metrics.json            every ensembling option's out-of-fold scores, per-fold scores, counts, times, config
-  report.md               the same in short: the options, the submitted one, the most-confused breeds
+                          every ensembling option's test predictions, in submission.csv's format
+  metrics.json            a one-line summary, every ensembling option's out-of-fold scores, per-fold scores,
+                          counts, times, config
+  report.md               the same in short: the summary, the options, the most-confused breeds, the times
   features.npz, features_manifest.json
                           the extracted features (not in a --features run), for heads-only runs
 
@@ -241,12 +244,11 @@ def main(argv=None, settings=None, build=None):
     except SubmissionError as error:
         print(f"error: submission.csv not written: {error}", file=sys.stderr)
         return 1
-    chosen = metrics["chosen"]
     print(
         "out-of-fold log loss: "
         + ", ".join(f"{name} {scores['log_loss']:.4f}" for name, scores in metrics["options"].items())
-        + f" (chance {metrics['chance_log_loss']:.4f}); {metrics['seconds']['total']:.0f} s"
+        + f" (chance {metrics['chance_log_loss']:.4f})"
     )
-    print(f"submitted {chosen['option']}, {chosen['improvement_over_seed']:.4f} below the seed's heads")
+    print(metrics["summary"])
     print(f"wrote {output_dir}/submission.csv, oof_predictions.csv, test_predictions/, metrics.json and report.md")
     return 0

@@ -1,5 +1,5 @@
-"""report.md, a short account of a run read from its metrics: the ensembling options' out-of-fold scores,
-the one submitted, the breeds most often mistaken for each other, and the time per stage."""
+"""report.md, a short account of a run read from its metrics: one line on the submitted option, the
+ensembling options' out-of-fold scores, the breeds most often mistaken for each other, and the time per stage."""
 import numpy as np
 
 from .ensembles import OPTIONS
@@ -24,6 +24,17 @@ def confused_pairs(probabilities, labels, classes, top=10):
     ]
 
 
+def summary_line(metrics):
+    """The run in one line, as metrics.json and report.md open: the submitted option, its out-of-fold log loss
+    and accuracy, and the wall time."""
+    option = metrics["chosen"]["option"]
+    scores = metrics["options"][option]
+    return (
+        f"submitted {option}: out-of-fold log loss {scores['log_loss']:.4f}, accuracy {scores['accuracy']:.3f}; "
+        f"{metrics['seconds']['total']:.0f} s"
+    )
+
+
 def report_markdown(metrics):
     """The report's text, from a run's metrics (as metrics.json holds them)."""
     chosen, options, counts = metrics["chosen"], metrics["options"], metrics["counts"]
@@ -34,7 +45,7 @@ def report_markdown(metrics):
         else f" (set by --ensemble; the best out of fold is {chosen['best_out_of_fold']})"
     )
     lines = [
-        "# Run report",
+        f"# {summary_line(metrics)}",
         "",
         f"## Ensembling options, out of fold ({counts['train_images']} training images, {counts['folds']} folds)",
         "",

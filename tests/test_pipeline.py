@@ -50,6 +50,11 @@ def test_test_rows_carry_their_own_images_predictions(dry_run):
 
 def test_metrics_hold_the_cv_scores_counts_times_and_config(dry_run):
     metrics = json.loads((dry_run / "metrics.json").read_text())
+    chosen = metrics["options"][metrics["chosen"]["option"]]
+    assert list(metrics)[0] == "summary" and metrics["summary"] == (
+        f"submitted {metrics['chosen']['option']}: out-of-fold log loss {chosen['log_loss']:.4f}, "
+        f"accuracy {chosen['accuracy']:.3f}; {metrics['seconds']['total']:.0f} s"
+    )
     assert set(metrics["oof"]) == {"original", "flipped", "ensemble"}
     assert list(metrics["options"]) == [option.name for option in OPTIONS]
     best = min(metrics["options"], key=lambda name: metrics["options"][name]["log_loss"])
@@ -81,6 +86,7 @@ def test_metrics_hold_the_cv_scores_counts_times_and_config(dry_run):
 def test_report_holds_the_cv_table_the_winner_and_the_confused_pairs(dry_run):
     metrics = json.loads((dry_run / "metrics.json").read_text())
     report = (dry_run / "report.md").read_text()
+    assert report.splitlines()[0] == f"# {metrics['summary']}"
     for name, scores in metrics["options"].items():
         shown = f"**{name}** (submitted)" if name == metrics["chosen"]["option"] else name
         assert f"| {shown} |" in report and f"| {scores['log_loss']:.4f} | {scores['accuracy']:.4f} |" in report

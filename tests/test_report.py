@@ -1,6 +1,6 @@
 import numpy as np
 
-from kaggle_src.report import confused_pairs, report_markdown
+from kaggle_src.report import confused_pairs, report_markdown, summary_line
 
 CLASSES = ["akita", "beagle", "collie", "dingo"]
 
@@ -37,6 +37,8 @@ def metrics(confused):
 def test_report_holds_the_table_the_winner_the_confused_pairs_and_the_times():
     pair = {"breeds": ["akita", "beagle"], "count": 5, "first_as_second": 3, "second_as_first": 2}
     report = report_markdown(metrics([pair]))
+    assert summary_line(metrics([pair])) == "submitted tta: out-of-fold log loss 0.2000, accuracy 0.940; 400 s"
+    assert report.startswith("# submitted tta: out-of-fold log loss 0.2000, accuracy 0.940; 400 s\n")
     assert "| seed | each head on its own view, arithmetic mean (the seed's) | 0.2500 | 0.9300 |" in report
     assert "| **tta** (submitted) | each head on both views, arithmetic mean | 0.2000 | 0.9400 |" in report
     assert "temperature-scaled (T = 0.800) | 0.2200 | 0.9350 |" in report
