@@ -1,13 +1,17 @@
 """Every setting of a run in one place, with the seed's values as defaults, checked at the door."""
 import argparse
 import dataclasses
+import difflib
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from tqdm import tqdm
 
-from .backbones import BACKBONES
+from .backbones import BACKBONES, KERAS_PRETRAINED
+from .ensembles import OPTIONS, scored_names
 
+DEFAULT_BACKBONES = ("xception", "inception_v3")  # the seed's pair
 DRY_RUN_IMAGE_SIZE = 96  # what --dry-run uses unless --image-size is given
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 XLA_MODES = ("auto", "on", "off")
@@ -22,27 +26,86 @@ def warn(message):
     tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
+def setting(default, meaning, metavar=None, shown_default=None):
+    """A Config field: its default and, beside it, what its flag means, for --help and the README's table.
+
+    `metavar` names the flag's value (None: an on/off switch, --name / --no-name); `shown_default` says what
+    applies where that is not `default` itself (a dry run's, or a value worked out at run time).
+    """
+    return dataclasses.field(default=default, metadata={"help": meaning, "metavar": metavar, "default": shown_default})
+
+
+# The flags that are not settings of the method but say where a run reads and writes: {name: (metavar,
+# default, meaning)}, as for a setting. Their defaults are find_inputs.default_input_root and default_output_dir.
+LOCATIONS = {
+    "input_root": ("DIR", "/kaggle/input if it exists, else input_stub",
+                   "where the competition and the weights files are searched for"),
+    "output_dir": ("DIR", "/kaggle/working if it exists, else working", "where the run writes its files"),
+}
+
+
 @dataclass(frozen=True)
 class Config:
-    backbones: tuple[str, ...] = ("xception", "inception_v3")
-    image_size: int = 299  # side images are loaded at; the backbone with the largest native size runs at it
-    flips: bool = True  # also train on, and predict, the horizontally flipped view
-    n_folds: int = 5
-    dropout: float = 0.5
-    learning_rate: float = 1e-3
-    max_epochs: int = 50
-    patience: int = 5  # epochs without a better validation loss before a head stops
-    standardise: bool = False  # heads centre and scale each feature by their fold's statistics (on for --dry-run)
-    logistic: bool = True  # also fit a logistic regression per fold (CPU: 2-8 min at full size), an ensembling option
-    head_batch_size: int = 128
-    extract_batch_size: int = 0  # images per extraction batch; 0: from free GPU memory (64 without a GPU)
-    precision: str = "auto"  # backbones' compute dtype; auto: float16 on T4-class GPUs, bfloat16 on newer, else float32
-    xla: str = "auto"  # compile the extractor with XLA; auto: Keras' choice (on for one GPU, off on CPU or several)
-    n_jobs: int = -1  # image-decoding threads (-1: one per core)
-    seed: int = 2017
-    dry_run: bool = False  # random-init backbones: no weight files, for CPU and CI
-    features: str = ""  # a folder to search for cached features (features_manifest.json) instead of extracting
-    weights_dataset: str = ""  # Kaggle dataset with every backbone's .h5 file ("": each backbone's known one)
+    """A run's settings. Each field's default sits beside its flag's meaning (see `setting`): the one text that
+    --help shows and the README's Configuration table repeats."""
+
+    backbones: tuple[str, ...] = setting(
+        DEFAULT_BACKBONES, f"comma-separated backbone names, their features concatenated in this order: "
+        f"{', '.join(BACKBONES)}", "LIST",
+    )
+    image_size: int = setting(
+        299,
+        "side the images are loaded at; each backbone runs at its native size scaled alike (at least "
+        + ", ".join(f"{BACKBONES[name].min_size} for {name}" for name in DEFAULT_BACKBONES) + ")",
+        "N",
+        f"the backbones' largest native size ({max(BACKBONES[name].native_size for name in DEFAULT_BACKBONES)} "
+        f"for the default pair); {DRY_RUN_IMAGE_SIZE} with --dry-run",
+    )
+    flips: bool = setting(True, "also extract, train on and predict the horizontally flipped view")
+    n_folds: int = setting(5, "CV folds (at least 2)", "N")
+    dropout: float = setting(0.5, "head dropout rate, in [0, 1)", "X")
+    learning_rate: float = setting(1e-3, "Adam learning rate", "X")
+    max_epochs: int = setting(50, "epochs per head at most", "N")
+    patience: int = setting(5, "epochs without a better validation loss before a head stops", "N")
+    standardise: bool = setting(
+        False, "heads centre and scale each feature by their training fold's mean and standard deviation; off, as "
+        "the seed, because on ImageNet-like features it made heads overfit sooner; on for --dry-run, as "
+        "random-init features are nearly constant per column", shown_default="off; on with --dry-run",
+    )
+    logistic: bool = setting(
+        True, "also fit one logistic regression per fold (CPU: 2-8 min at full size), the logistic option"
+    )
+    ensemble: str = setting(
+        "", "the ensembling option to submit instead of the one with the best out-of-fold log loss (every option "
+        f"is still scored and reported): one of {', '.join(option.name for option in OPTIONS)}; the tta ones need "
+        "--flips, logistic --logistic", "NAME", "none: the option with the best out-of-fold log loss",
+    )
+    head_batch_size: int = setting(128, "head training batch", "N")
+    extract_batch_size: int = setting(
+        0, "images per feature-extraction batch; 0: from the free GPU memory (64 without a GPU)", "N"
+    )
+    precision: str = setting(
+        "auto", f"backbones' compute dtype, one of {', '.join(PRECISIONS)}; auto: float16 on compute capability "
+        "7.x (T4), bfloat16 on 8.0 and newer, float32 on CPU", "P",
+    )
+    xla: str = setting(
+        "auto", f"compile the extractor with XLA, one of {', '.join(XLA_MODES)}; auto: Keras' choice (on for one "
+        "GPU, off on CPU and with several GPUs)", "MODE",
+    )
+    n_jobs: int = setting(-1, "image-decoding threads; -1: one per core", "N")
+    seed: int = setting(2017, "folds, head initialisation and (dry run) backbone initialisation", "N")
+    dry_run: bool = setting(
+        False, f"random-init backbones (no weights files, for CPU and CI), {DRY_RUN_IMAGE_SIZE} px images and "
+        "standardised heads, unless --image-size or --no-standardise is given",
+    )
+    features: str = setting(
+        "", "heads-only: search DIR for a saved features_manifest.json and train on those features instead of "
+        "extracting", "DIR",
+    )
+    weights_dataset: str = setting(
+        "", "the Kaggle dataset that holds every backbone's weights file", "OWNER/SLUG",
+        f"none: each backbone's known one ({KERAS_PRETRAINED} for the default pair)",
+    )
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -72,6 +135,12 @@ class Config:
             raise InputError(f"config dropout={self.dropout}: expected a value in [0, 1)")
         if not self.learning_rate > 0:
             raise InputError(f"config learning_rate={self.learning_rate}: expected a positive number")
+        scored = scored_names(self.flips, self.logistic)
+        if self.ensemble and self.ensemble not in scored:
+            raise InputError(
+                f"config ensemble={self.ensemble!r}: expected one of the options these settings score: "
+                + ", ".join(scored)
+            )
         if self.n_jobs == 0 or self.n_jobs < -1:
             raise InputError(f"config n_jobs={self.n_jobs}: expected a positive count or -1 (all cores)")
 
@@ -131,35 +200,69 @@ def parse_value(name, text):
         raise InputError(f"config {name}={text!r}: expected {_type_name(field.type)}") from None
 
 
+def flags():
+    """{name: (metavar, default as it applies, meaning)} of every command-line flag, in --help's order; a None
+    metavar marks an on/off switch. The one source of --help and of the README's Configuration table."""
+    return {
+        **LOCATIONS,
+        **{
+            field.name: (field.metadata["metavar"], field.metadata["default"] or _default_text(field.default),
+                         field.metadata["help"])
+            for field in dataclasses.fields(Config)
+        },
+    }
+
+
 def add_config_arguments(parser):
-    """One command-line flag per Config field (--image-size, --flips/--no-flips, ...), defaulting to unset."""
-    for field in dataclasses.fields(Config):
-        flag = "--" + field.name.replace("_", "-")
-        if field.type is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+    """The flags (--input-root, --image-size, --flips/--no-flips, ...), each defaulting to unset, with its
+    meaning and default as --help shows them."""
+    for name, (metavar, default, meaning) in flags().items():
+        flag, text = "--" + name.replace("_", "-"), f"{meaning} (default: {default})"
+        if metavar is None:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            parser.add_argument(
-                flag,
-                dest=field.name,
-                metavar=field.name.upper(),
-                type=lambda text, name=field.name: _parse_flag(name, text),
-                default=None,
-                help=f"default: {_default_text(field)}",
-            )
+            parser.add_argument(flag, dest=name, metavar=metavar, type=Path if name in LOCATIONS else str,
+                                default=None, help=text)
 
 
 def config_from_arguments(args, settings=None):
-    """The Config that parsed flags ask for: the defaults, then `settings`, then each flag given."""
-    names = [f.name for f in dataclasses.fields(Config)]
-    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    """The Config that parsed flags ask for: the defaults, then `settings`, then each flag given. A flag's text
+    is read here, by parse_value, so that a bad value stops as any bad setting does: one line naming it."""
+    given = {}
+    for field in dataclasses.fields(Config):
+        value = getattr(args, field.name)
+        if value is not None:
+            given[field.name] = value if field.type is bool else parse_value(field.name, value)
     return make_config(**{**(settings or {}), **given})
 
 
-def _parse_flag(name, text):
-    try:
-        return parse_value(name, text)
-    except InputError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+def warn_unknown_arguments(unknown):
+    """Warn of each unknown flag in `unknown` (what parse_known_args left, in order), with the values after it,
+    naming the closest known flag if one is close. They are ignored, not stopped at: Kaggle may pass some."""
+    known = [
+        flag
+        for name, (metavar, _, _) in flags().items()
+        for flag in ["--" + name.replace("_", "-")] + (["--no-" + name.replace("_", "-")] if metavar is None else [])
+    ]
+    groups = []
+    for argument in unknown:
+        starts_a_flag = argument.startswith("-") and not argument[1:2].isdigit()  # -1 is a value
+        if starts_a_flag or not groups:
+            groups.append([argument])
+        else:
+            groups[-1].append(argument)
+    for group in groups:
+        closest = difflib.get_close_matches(group[0].split("=")[0], known, n=1)
+        hint = f" (did you mean {closest[0]}?)" if closest else ""
+        warn(f"argument {' '.join(group)}: unknown{hint}; ignored")
+
+
+class CommandLineParser(argparse.ArgumentParser):
+    """argparse's parser, but a mistake it finds (a flag without its value, ...) stops the run as every other
+    stop does: one line, `error: ...`, on stderr, exit code 2, without the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message}\n")
 
 
 def _has_type(value, expected):
@@ -183,5 +286,9 @@ def _check_at_least(config, name, minimum):
         raise InputError(f"config {name}={getattr(config, name)}: expected at least {minimum}")
 
 
-def _default_text(field):
-    return ",".join(field.default) if isinstance(field.default, tuple) else str(field.default)
+def _default_text(value):
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value) if value != "" else "none"

@@ -14,7 +14,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import accuracy_score, log_loss
 
 EPS = 1e-15  # Kaggle's clipping: the smallest probability a log is taken of
 MAX_TEMPERATURE = 20.0  # temperatures are searched in [1 / MAX_TEMPERATURE, MAX_TEMPERATURE]
@@ -62,6 +61,8 @@ class ScoredOption:
 
 def score_predictions(probabilities, labels, n_classes):
     """Multi-class log loss (as Kaggle scores it) and accuracy; for a head, an option or a submission."""
+    from sklearn.metrics import accuracy_score, log_loss  # here, not above: config.py takes OPTIONS without sklearn
+
     probabilities = np.clip(np.asarray(probabilities, np.float64), EPS, 1 - EPS)
     probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
     return {
@@ -97,8 +98,19 @@ def score_options(predictions, labels, folds):
     return scored
 
 
-def choose(scored):
-    """The option with the lowest out-of-fold log loss; on a tie the earlier one (the seed's before the rest)."""
+def scored_names(flips, logistic):
+    """The names of the options that a run with these settings scores, in OPTIONS' order (score_options finds
+    the same from the predictions): the tta ones need the flipped view, logistic the logistic regressions."""
+    return [
+        option.name for option in OPTIONS if (flips or not option.tta) and (logistic or option.family != "logistic")
+    ]
+
+
+def choose(scored, name=""):
+    """The option called `name` (the ensemble setting); if "", the one with the lowest out-of-fold log loss, on a
+    tie the earlier one (the seed's before the rest)."""
+    if name:
+        return next(candidate for candidate in scored if candidate.option.name == name)
     return min(scored, key=lambda candidate: candidate.log_loss)
 
 

@@ -9,24 +9,29 @@ import sys
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 
-from .config import InputError, add_config_arguments, config_from_arguments, warn
+from .config import (
+    CommandLineParser, InputError, add_config_arguments, config_from_arguments, warn, warn_unknown_arguments,
+)
 from .ensembles import choose, score_options, score_predictions
 from .feature_cache import find_features, load_features, read_manifest, save_features
 from .find_inputs import default_input_root, default_output_dir, find_inputs, on_kaggle, prepare_output_dir, read_competition
 from .load_images import load_images
 from .predict import class_prior, predict_views
-from .report import confused_pairs, report_markdown
-from .write_outputs import SubmissionError, make_submission, write_metrics, write_report, write_submission
+from .report import confused_pairs, report_markdown, summary_line
+from .write_outputs import (
+    SubmissionError, make_submission, write_metrics, write_oof_predictions, write_report, write_submission,
+    write_test_predictions,
+)
 
 MAX_NAMED = 20  # unreadable images named one line each, per split; the rest in one line (metrics.json lists all)
 
 
 def run(config, input_root, output_dir, build=None):
-    """Run the pipeline with `config`; write submission.csv and metrics.json to `output_dir`; return the metrics.
+    """Run the pipeline with `config`; write submission.csv, the predictions to blend with, metrics.json and
+    report.md to `output_dir`; return the metrics.
 
     `build`, when the run is a built kernel, says what it was built from; metrics.json keeps it.
     """
@@ -118,13 +123,29 @@ def run(config, input_root, output_dir, build=None):
         }
     with stage("ensembles"):
         options = score_options(predictions, labels, folds)
-        chosen = choose(options)
-        chosen.test[failed["test"]] = class_prior(labels, n_classes)
+        chosen = choose(options, config.ensemble)
+        prior = class_prior(labels, n_classes)
+        for scored in options:
+            scored.test[failed["test"]] = prior
 
-    # 6. Write the validated submission of the chosen option, the metrics and the report.
+    # 6. Write every option's validated test predictions, then the chosen one's as the submission, its
+    # out-of-fold predictions, the metrics and the report.
     with stage("write"):
+        write_test_predictions(
+            {scored.option.name: scored.test for scored in options},
+            competition.test_ids,
+            competition.classes,
+            output_dir / "test_predictions",
+        )
         submission = make_submission(competition.test_ids, competition.classes, chosen.test)
         write_submission(submission, competition.test_ids, competition.classes, output_dir / "submission.csv")
+        write_oof_predictions(
+            [competition.train_ids[index] for index in readable],
+            [competition.classes[label] for label in labels],
+            competition.classes,
+            chosen.oof,
+            output_dir / "oof_predictions.csv",
+        )
     metrics = cv_metrics(heads, oof, options, chosen, labels, config.views)
     metrics["confused"] = confused_pairs(chosen.oof, labels, competition.classes)
     metrics["unreadable"] = {split: [competition.ids(split)[index] for index in failed[split]] for split in failed}
@@ -147,6 +168,7 @@ def run(config, input_root, output_dir, build=None):
     metrics["config"] = config.as_dict()
     if build is not None:
         metrics["build"] = build
+    metrics = {"summary": summary_line(metrics), **metrics}
     write_metrics(metrics, output_dir / "metrics.json")
     write_report(report_markdown(metrics), output_dir / "report.md")
     return metrics
@@ -172,14 +194,19 @@ def warn_unreadable(competition, split, failed, n_folds):
 
 def cv_metrics(heads, oof, options, chosen, labels, views):
     """Out-of-fold scores per head, per view's heads, for each ensembling option, and for the chosen one (the
-    submission's) as `ensemble`, with its log loss below the seed's heads."""
+    submission's) as `ensemble`, with its log loss below the seed's heads and the option it would have been
+    without the ensemble setting."""
     n_classes = oof.shape[-1]
     per_view = {name: score_predictions(oof[index, index], labels, n_classes) for index, name in enumerate(views)}
     seed = next(scored for scored in options if scored.option.name == "seed")
     return {
         "oof": {**per_view, "ensemble": {"log_loss": chosen.log_loss, "accuracy": chosen.accuracy}},
         "options": {scored.option.name: scored.scores() for scored in options},
-        "chosen": {"option": chosen.option.name, "improvement_over_seed": seed.log_loss - chosen.log_loss},
+        "chosen": {
+            "option": chosen.option.name,
+            "best_out_of_fold": choose(options).option.name,
+            "improvement_over_seed": seed.log_loss - chosen.log_loss,
+        },
         "folds": [
             {
                 "fold": head.fold,
@@ -193,18 +220,35 @@ def cv_metrics(heads, oof, options, chosen, labels, views):
     }
 
 
+EPILOG = """files a run writes to --output-dir:
+  submission.csv          the submitted option's test predictions, in sample_submission.csv's order
+  oof_predictions.csv     its out-of-fold predictions: id, breed (the true one), then one column per breed
+  test_predictions/<option>.csv
+                          every ensembling option's test predictions, in submission.csv's format
+  metrics.json            a one-line summary, every ensembling option's out-of-fold scores, per-fold scores,
+                          counts, times, config
+  report.md               the same in short: the summary, the options, the most-confused breeds, the times
+  features.npz, features_manifest.json
+                          the extracted features (not in a --features run), for heads-only runs
+
+Arguments it does not know are ignored, each with a warning naming the closest flag: Kaggle may pass some."""
+
+
 def main(argv=None, settings=None, build=None):
-    """Command-line entry: parse flags (ignoring unknown ones, as Kaggle may add some), run, report.
+    """Command-line entry: parse flags (warning of unknown ones and ignoring them, as Kaggle may add some), run, report.
 
     `settings` are Config values baked in by build_kernel.py; flags given on the command line win.
     """
-    parser = argparse.ArgumentParser(prog="kaggle_src", description=__doc__.splitlines()[0], allow_abbrev=False)
-    parser.add_argument("--input-root", type=Path, default=None, help="default: /kaggle/input if it exists, else input_stub")
-    parser.add_argument("--output-dir", type=Path, default=None, help="default: /kaggle/working if it exists, else working")
+    parser = CommandLineParser(
+        prog="kaggle_src",
+        description=__doc__.splitlines()[0],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
     add_config_arguments(parser)
     args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        print(f"ignoring unknown arguments: {' '.join(unknown)}")
+    warn_unknown_arguments(unknown)
     try:
         config = config_from_arguments(args, settings)
         output_dir = args.output_dir or default_output_dir()
@@ -215,12 +259,11 @@ def main(argv=None, settings=None, build=None):
     except SubmissionError as error:
         print(f"error: submission.csv not written: {error}", file=sys.stderr)
         return 1
-    chosen = metrics["chosen"]
     print(
         "out-of-fold log loss: "
         + ", ".join(f"{name} {scores['log_loss']:.4f}" for name, scores in metrics["options"].items())
-        + f" (chance {metrics['chance_log_loss']:.4f}); {metrics['seconds']['total']:.0f} s"
+        + f" (chance {metrics['chance_log_loss']:.4f})"
     )
-    print(f"submitted {chosen['option']}, {chosen['improvement_over_seed']:.4f} below the seed's heads")
-    print(f"wrote {output_dir}/submission.csv, metrics.json and report.md")
+    print(metrics["summary"])
+    print(f"wrote {output_dir}/submission.csv, oof_predictions.csv, test_predictions/, metrics.json and report.md")
     return 0

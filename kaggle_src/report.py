@@ -1,5 +1,5 @@
-"""report.md, a short account of a run read from its metrics: the ensembling options' out-of-fold scores,
-the one submitted, the breeds most often mistaken for each other, and the time per stage."""
+"""report.md, a short account of a run read from its metrics: one line on the submitted option, the
+ensembling options' out-of-fold scores, the breeds most often mistaken for each other, and the time per stage."""
 import numpy as np
 
 from .ensembles import OPTIONS
@@ -24,13 +24,28 @@ def confused_pairs(probabilities, labels, classes, top=10):
     ]
 
 
+def summary_line(metrics):
+    """The run in one line, as metrics.json and report.md open: the submitted option, its out-of-fold log loss
+    and accuracy, and the wall time."""
+    option = metrics["chosen"]["option"]
+    scores = metrics["options"][option]
+    return (
+        f"submitted {option}: out-of-fold log loss {scores['log_loss']:.4f}, accuracy {scores['accuracy']:.3f}; "
+        f"{metrics['seconds']['total']:.0f} s"
+    )
+
+
 def report_markdown(metrics):
     """The report's text, from a run's metrics (as metrics.json holds them)."""
     chosen, options, counts = metrics["chosen"], metrics["options"], metrics["counts"]
     descriptions = {option.name: option.description for option in OPTIONS}
-    seed_log_loss = options["seed"]["log_loss"]
+    seed_log_loss, gain = options["seed"]["log_loss"], chosen["improvement_over_seed"]
+    set_by = (
+        "" if chosen["option"] == chosen["best_out_of_fold"]
+        else f" (set by --ensemble; the best out of fold is {chosen['best_out_of_fold']})"
+    )
     lines = [
-        "# Run report",
+        f"# {summary_line(metrics)}",
         "",
         f"## Ensembling options, out of fold ({counts['train_images']} training images, {counts['folds']} folds)",
         "",
@@ -43,9 +58,9 @@ def report_markdown(metrics):
             for name, scores in options.items()
         ),
         "",
-        f"Submitted: **{chosen['option']}**, out-of-fold log loss {options[chosen['option']]['log_loss']:.4f}, "
-        f"{chosen['improvement_over_seed']:.4f} ({100 * chosen['improvement_over_seed'] / seed_log_loss:.1f}%) "
-        f"below the seed's heads ({seed_log_loss:.4f}). Chance: {metrics['chance_log_loss']:.4f}.",
+        f"Submitted: **{chosen['option']}**{set_by}, out-of-fold log loss {options[chosen['option']]['log_loss']:.4f}, "
+        f"{abs(gain):.4f} ({100 * abs(gain) / seed_log_loss:.1f}%) {'below' if gain >= 0 else 'above'} the seed's "
+        f"heads ({seed_log_loss:.4f}). Chance: {metrics['chance_log_loss']:.4f}.",
         "",
         f"## Most-confused breed pairs ({chosen['option']}, out of fold)",
         "",

@@ -1,6 +1,8 @@
-"""Stage 6: submission.csv, checked against sample_submission.csv before it is written, metrics.json and report.md.
+"""Stage 6: submission.csv, checked against sample_submission.csv before it is written, every ensembling
+option's test predictions in the same format, the submitted option's out-of-fold predictions, metrics.json
+and report.md.
 
-All three files are written to a temporary name and renamed into place, so a failed run never leaves a
+Every file is written to a temporary name and renamed into place, so a failed run never leaves a
 half-written file nor replaces a good submission with a bad one.
 """
 import json
@@ -55,6 +57,31 @@ def write_submission(submission, test_ids, classes, path):
     """Validate, then write `submission` atomically to `path`."""
     validate_submission(submission, test_ids, classes)
     _write_atomically(path, lambda temporary: submission.to_csv(temporary, index=False, float_format="%.7g"))
+
+
+def write_test_predictions(predictions, test_ids, classes, folder):
+    """Write each option's test predictions, {option: (n_test, classes)}, to `folder`/<option>.csv as a
+    validated submission, so that a competitor can blend them with other kernels'; remove the CSVs of options
+    this run did not score, so that the folder holds this run's options only."""
+    folder = Path(folder)
+    folder.mkdir(exist_ok=True)
+    for name, probabilities in predictions.items():
+        path = folder / f"{name}.csv"
+        try:
+            write_submission(make_submission(test_ids, classes, probabilities), test_ids, classes, path)
+        except SubmissionError as error:
+            raise SubmissionError(f"{folder.name}/{path.name}: {error}") from None
+    for path in folder.glob("*.csv"):
+        if path.stem not in predictions:
+            path.unlink()
+
+
+def write_oof_predictions(train_ids, breeds, classes, probabilities, path):
+    """Write out-of-fold predictions atomically: id, breed (the true one), then one column per class, each row
+    normalised as the submission's are, so that a blend with other kernels' predictions can be scored out of fold."""
+    predictions = make_submission(train_ids, classes, probabilities)
+    predictions.insert(1, "breed", list(breeds))
+    _write_atomically(path, lambda temporary: predictions.to_csv(temporary, index=False, float_format="%.7g"))
 
 
 def write_metrics(metrics, path):

@@ -1,8 +1,16 @@
 import argparse
+import dataclasses
+import os
+import subprocess
+import sys
 
 import pytest
 
-from kaggle_src.config import DRY_RUN_IMAGE_SIZE, Config, InputError, add_config_arguments, config_from_arguments, make_config, parse_value
+from kaggle_src.config import (
+    DRY_RUN_IMAGE_SIZE, Config, InputError, add_config_arguments, config_from_arguments, flags, make_config,
+    parse_value, warn_unknown_arguments,
+)
+from tests.conftest import REPO
 
 
 def parse(argv):
@@ -75,3 +83,83 @@ def test_every_registered_backbone_names_a_keras_application():
 
     missing = [entry.constructor for entry in BACKBONES.values() if not hasattr(keras.applications, entry.constructor)]
     assert missing == []
+
+
+def test_every_setting_has_its_meaning_and_every_valued_flag_a_metavar():
+    for field in dataclasses.fields(Config):
+        assert field.metadata["help"], field.name
+        assert (field.metadata["metavar"] is None) == (field.type is bool), field.name
+
+
+def readme_configuration_table():
+    """(flag, default, meaning) of each row of the README's Configuration table, the cells' backticks dropped."""
+    section = (REPO / "README.md").read_text().split("\n## Configuration\n")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `--")]
+    return [tuple(cell.strip() for cell in row.strip("|").split(" | ")) for row in rows]
+
+
+def test_the_readme_configuration_table_is_every_flag_as_help_gives_it():
+    expected = []
+    for name, (metavar, default, meaning) in flags().items():
+        flag = "--" + name.replace("_", "-")
+        shown = f"`{flag}` / `--no-{flag[2:]}`" if metavar is None else f"`{flag} {metavar}`"
+        expected.append((shown, default, meaning))
+    table = readme_configuration_table()
+    assert [(flag, default.replace("`", ""), meaning.replace("`", "")) for flag, default, meaning in table] == expected
+
+
+def test_help_gives_each_flag_its_meaning_default_and_choices_and_the_files_a_run_writes():
+    result = subprocess.run(
+        [sys.executable, "-m", "kaggle_src", "--help"], capture_output=True, text=True, cwd=REPO,
+        env={**os.environ, "COLUMNS": "1000"},  # no wrapping: each flag's help on one line
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    for name, (metavar, default, meaning) in flags().items():
+        flag = "--" + name.replace("_", "-")
+        usage = f"{flag}, --no-{flag[2:]}" if metavar is None else f"{flag} {metavar}"
+        assert f"  {usage}" in result.stdout and f" {meaning} (default: {default})\n" in result.stdout, name
+    help_of = {name: f"{meaning} (default: {default})" for name, (_, default, meaning) in flags().items()}
+    assert f"{DRY_RUN_IMAGE_SIZE} with --dry-run" in help_of["image_size"]
+    assert "on with --dry-run" in help_of["standardise"]
+    assert "one of auto, float32, float16, bfloat16" in help_of["precision"]
+    assert "one of auto, on, off" in help_of["xla"]
+    assert "xception, inception_v3, inception_resnet_v2" in help_of["backbones"]
+    assert "0: from the free GPU memory" in help_of["extract_batch_size"] and "-1: one per core" in help_of["n_jobs"]
+    epilog = result.stdout.split("files a run writes to --output-dir:\n")[1]
+    for name in ("submission.csv", "oof_predictions.csv", "test_predictions/<option>.csv", "metrics.json", "report.md",
+                 "features.npz"):
+        assert f"  {name}" in epilog
+    assert "Arguments it does not know are ignored" in epilog
+
+
+def test_unknown_arguments_are_warned_of_on_stderr_with_the_closest_flag(capsys):
+    warn_unknown_arguments(["--n-fold", "3", "--no-flip", "-f", "/tmp/kernel.json", "--n-job=-1", "--seedling", "-1"])
+    assert capsys.readouterr() == ("", "\n".join([
+        "warning: argument --n-fold 3: unknown (did you mean --n-folds?); ignored",
+        "warning: argument --no-flip: unknown (did you mean --no-flips?); ignored",
+        "warning: argument -f /tmp/kernel.json: unknown; ignored",
+        "warning: argument --n-job=-1: unknown (did you mean --n-jobs?); ignored",
+        "warning: argument --seedling -1: unknown (did you mean --seed?); ignored",
+    ]) + "\n")
+
+
+def test_the_ensemble_setting_names_an_option_these_settings_score():
+    assert make_config(ensemble="tta").ensemble == "tta" and make_config().ensemble == ""
+    every = "seed, geometric, tta, tta_geometric, tta_geometric_temperature, logistic"
+    for overrides, scored in [
+        ({"ensemble": "best"}, every),
+        ({"ensemble": "tta", "flips": False}, "seed, geometric, logistic"),
+        ({"ensemble": "logistic", "logistic": False}, "seed, geometric, tta, tta_geometric, tta_geometric_temperature"),
+    ]:
+        with pytest.raises(InputError) as error:
+            make_config(**overrides)
+        assert str(error.value) == (
+            f"config ensemble={overrides['ensemble']!r}: expected one of the options these settings score: {scored}"
+        )
+
+
+def test_config_imports_neither_sklearn_nor_tensorflow():
+    """build_kernel.py and every check at the door import config.py: it must stay quick to import."""
+    entry = "import sys, kaggle_src.config; print(sorted({'sklearn', 'tensorflow', 'keras'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", entry], capture_output=True, text=True, cwd=REPO)
+    assert result.stdout == "[]\n", result.stderr

@@ -3,7 +3,7 @@ import math
 import numpy as np
 
 from kaggle_src.ensembles import (
-    OPTIONS, choose, combine, cross_fit_temperature, fit_temperature, scale, score_options,
+    OPTIONS, choose, combine, cross_fit_temperature, fit_temperature, scale, score_options, scored_names,
 )
 from kaggle_src.train_heads import make_folds
 
@@ -74,6 +74,21 @@ def test_the_lowest_out_of_fold_log_loss_wins_and_brings_its_test_predictions():
     assert chosen.option.name == "logistic"
     assert chosen.log_loss == min(s.log_loss for s in scored) < scored[0].log_loss
     np.testing.assert_allclose(chosen.test, logistic[1][:, 0, 0].mean(axis=0), rtol=1e-6)
+    assert choose(scored, "seed") is scored[0] and choose(scored, "tta").option.name == "tta"  # the ensemble setting
+
+
+def test_the_names_of_the_options_scored_are_those_score_options_gives():
+    rng = np.random.default_rng(6)
+    labels = rng.integers(0, 3, 30)
+    folds = make_folds(labels, 3, seed=6)
+    for views in (1, 2):
+        for logistic in (False, True):
+            heads = (probabilities(rng, views, views, 30, 3), probabilities(rng, 3, views, views, 4, 3))
+            predictions = {"heads": heads}
+            if logistic:
+                predictions["logistic"] = (probabilities(rng, 1, views, 30, 3), probabilities(rng, 3, 1, views, 4, 3))
+            scored = [s.option.name for s in score_options(predictions, labels, folds)]
+            assert scored_names(flips=views == 2, logistic=logistic) == scored
 
 
 def test_a_tie_goes_to_the_earlier_option():

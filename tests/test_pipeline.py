@@ -50,10 +50,15 @@ def test_test_rows_carry_their_own_images_predictions(dry_run):
 
 def test_metrics_hold_the_cv_scores_counts_times_and_config(dry_run):
     metrics = json.loads((dry_run / "metrics.json").read_text())
+    chosen = metrics["options"][metrics["chosen"]["option"]]
+    assert list(metrics)[0] == "summary" and metrics["summary"] == (
+        f"submitted {metrics['chosen']['option']}: out-of-fold log loss {chosen['log_loss']:.4f}, "
+        f"accuracy {chosen['accuracy']:.3f}; {metrics['seconds']['total']:.0f} s"
+    )
     assert set(metrics["oof"]) == {"original", "flipped", "ensemble"}
     assert list(metrics["options"]) == [option.name for option in OPTIONS]
     best = min(metrics["options"], key=lambda name: metrics["options"][name]["log_loss"])
-    assert metrics["chosen"]["option"] == best
+    assert metrics["chosen"]["option"] == best == metrics["chosen"]["best_out_of_fold"]
     assert metrics["oof"]["ensemble"] == {key: metrics["options"][best][key] for key in ("log_loss", "accuracy")}
     improvement = metrics["options"]["seed"]["log_loss"] - metrics["oof"]["ensemble"]["log_loss"]
     assert metrics["chosen"]["improvement_over_seed"] == improvement >= 0
@@ -81,6 +86,7 @@ def test_metrics_hold_the_cv_scores_counts_times_and_config(dry_run):
 def test_report_holds_the_cv_table_the_winner_and_the_confused_pairs(dry_run):
     metrics = json.loads((dry_run / "metrics.json").read_text())
     report = (dry_run / "report.md").read_text()
+    assert report.splitlines()[0] == f"# {metrics['summary']}"
     for name, scores in metrics["options"].items():
         shown = f"**{name}** (submitted)" if name == metrics["chosen"]["option"] else name
         assert f"| {shown} |" in report and f"| {scores['log_loss']:.4f} | {scores['accuracy']:.4f} |" in report
@@ -90,16 +96,22 @@ def test_report_holds_the_cv_table_the_winner_and_the_confused_pairs(dry_run):
     assert "| extract_features |" in report and "| train_logistic |" in report
 
 
-def test_the_chosen_options_test_predictions_are_submitted(small_stub, tmp_path, monkeypatch):
-    """Whatever option is chosen (here the last, logistic, not the best), its test predictions are submitted."""
-    chosen = []
-    monkeypatch.setattr(pipeline, "choose", lambda options: chosen.append(options[-1]) or options[-1])
-    quick = ["--dry-run", "--image-size", "75", "--max-epochs", "5", "--input-root", str(small_stub)]
-    assert main([*quick, "--output-dir", str(tmp_path)]) == 0
-    assert chosen[0].option.name == "logistic"
-    assert json.loads((tmp_path / "metrics.json").read_text())["chosen"]["option"] == "logistic"
+def test_the_option_set_by_ensemble_is_submitted_and_every_option_still_scored(small_stub, tmp_path, monkeypatch):
+    """--ensemble tta, not the best option out of fold here, submits tta's test predictions."""
+    scored, score_options = [], pipeline.score_options
+    monkeypatch.setattr(pipeline, "score_options", lambda *args: scored.extend(score_options(*args)) or scored)
+    assert main([*QUICK, "--input-root", str(small_stub), "--output-dir", str(tmp_path), "--ensemble", "tta"]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert list(metrics["options"]) == [option.name for option in OPTIONS]
+    best = min(metrics["options"], key=lambda name: metrics["options"][name]["log_loss"])
+    assert metrics["chosen"]["option"] == "tta" != best == metrics["chosen"]["best_out_of_fold"]
+    assert metrics["oof"]["ensemble"] == {key: metrics["options"]["tta"][key] for key in ("log_loss", "accuracy")}
+    tta = next(option for option in scored if option.option.name == "tta")
     submission = pd.read_csv(tmp_path / "submission.csv").set_index("id").to_numpy()
-    np.testing.assert_allclose(submission, chosen[0].test / chosen[0].test.sum(axis=1, keepdims=True), rtol=1e-6)
+    np.testing.assert_allclose(submission, tta.test / tta.test.sum(axis=1, keepdims=True), rtol=1e-6)
+    assert f"Submitted: **tta** (set by --ensemble; the best out of fold is {best})" in (
+        tmp_path / "report.md"
+    ).read_text()
 
 
 def test_without_flips_or_logistic_regressions_their_options_are_left_out(small_stub, tmp_path):
@@ -112,8 +124,11 @@ def test_without_flips_or_logistic_regressions_their_options_are_left_out(small_
 
 def test_same_seed_same_submission_and_unknown_arguments_are_ignored(small_stub, tmp_path, capsys):
     quick = ["--dry-run", "--image-size", "75", "--max-epochs", "5", "--input-root", str(small_stub)]
-    assert main([*quick, "--output-dir", str(tmp_path / "a"), "-f", "/tmp/kernel.json"]) == 0
-    assert "ignoring unknown arguments: -f /tmp/kernel.json" in capsys.readouterr().out
+    assert main([*quick, "--output-dir", str(tmp_path / "a"), "-f", "/tmp/kernel.json", "--no-flip"]) == 0
+    assert capsys.readouterr().err.splitlines()[:2] == [
+        "warning: argument -f /tmp/kernel.json: unknown; ignored",
+        "warning: argument --no-flip: unknown (did you mean --no-flips?); ignored",
+    ]
     assert main([*quick, "--output-dir", str(tmp_path / "b")]) == 0
     assert (tmp_path / "a" / "submission.csv").read_bytes() == (tmp_path / "b" / "submission.csv").read_bytes()
     assert main([*quick, "--output-dir", str(tmp_path / "c"), "--seed", "7"]) == 0
@@ -164,6 +179,18 @@ STOPS = {
     "one fold": (lambda c: None, ["--dry-run", "--n-folds", "1"], "config n_folds=1: expected at least 2"),
     "image below a backbone's minimum": (lambda c: None, ["--dry-run", "--image-size", "72"],
                                          "config image_size=72: expected at least 75 for these backbones"),
+    "ensemble not an option": (lambda c: None, ["--dry-run", "--ensemble", "best"],
+                               "config ensemble='best': expected one of the options these settings score: seed, "
+                               "geometric, tta, tta_geometric, tta_geometric_temperature, logistic"),
+    "ensemble not scored without flips": (lambda c: None, ["--dry-run", "--no-flips", "--ensemble", "tta"],
+                                          "config ensemble='tta': expected one of the options these settings score: "
+                                          "seed, geometric, logistic"),
+    "a flag's value of the wrong type": (lambda c: None, ["--dry-run", "--image-size", "abc"],
+                                         "config image_size='abc': expected an integer"),
+    "a switch given a value": (lambda c: None, ["--dry-run", "--flips=yes"],
+                               "argument --flips/--no-flips: ignored explicit argument 'yes'"),
+    "a flag without its value": (lambda c: None, ["--dry-run", "--n-folds"],
+                                 "argument --n-folds: expected one argument"),
 }
 
 
@@ -198,9 +225,17 @@ def test_every_stop_is_one_line_naming_the_file_and_value_before_any_heavy_work(
     damage_folder, flags, expected = STOPS[name]
     damage_folder(competition)
     flags = [flag.format(**fields) for flag in flags]
-    assert main(["--input-root", str(root), "--output-dir", str(out), *flags]) == 2
-    assert capsys.readouterr().err == f"error: {expected.format(**fields)}\n"
+    assert stop_code(main, ["--input-root", str(root), "--output-dir", str(out), *flags]) == 2
+    assert capsys.readouterr() == ("", f"error: {expected.format(**fields)}\n")
     assert not (out / "submission.csv").exists()
+
+
+def stop_code(entry, arguments):
+    """The exit code of `entry(arguments)`, whether it returns it or, as argparse does, raises SystemExit."""
+    try:
+        return entry(arguments)
+    except SystemExit as stop:
+        return stop.code
 
 
 def test_a_stop_comes_before_tensorflow_is_imported(tmp_path):
@@ -293,6 +328,31 @@ def test_unreadable_training_images_are_left_out_with_a_warning(damaged_stub, da
     classes = list(sample.columns[1:])
     readable = labels[~labels["id"].isin(unreadable)]
     assert damaged_run.trained_labels.tolist() == readable["breed"].map(classes.index).tolist()
+
+
+def test_out_of_fold_and_every_options_test_predictions_are_written_for_blending(damaged_stub, damaged_run):
+    root, _ = damaged_stub
+    sample, labels, submission, metrics = read_run(root, damaged_run.output_dir)
+    folder = damaged_run.output_dir / "test_predictions"
+    assert sorted(path.name for path in folder.iterdir()) == sorted(f"{name}.csv" for name in metrics["options"])
+    chosen = metrics["chosen"]["option"]
+    assert (folder / f"{chosen}.csv").read_bytes() == (damaged_run.output_dir / "submission.csv").read_bytes()
+    unreadable = metrics["unreadable"]["test"]
+    for name in metrics["options"]:
+        predictions = pd.read_csv(folder / f"{name}.csv")
+        assert_every_row_is_there(sample, predictions)
+        np.testing.assert_array_equal(  # the class prior, as in the submission
+            predictions.set_index("id").loc[unreadable], submission.set_index("id").loc[unreadable]
+        )
+    oof = pd.read_csv(damaged_run.output_dir / "oof_predictions.csv")
+    readable = labels[~labels["id"].isin(metrics["unreadable"]["train"])]
+    assert list(oof.columns) == ["id", "breed", *sample.columns[1:]]
+    assert oof["id"].tolist() == readable["id"].tolist() and oof["breed"].tolist() == readable["breed"].tolist()
+    probabilities = oof.iloc[:, 2:].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    true_breed = oof.columns[2:].get_indexer(oof["breed"])
+    oof_log_loss = -np.log(probabilities[np.arange(len(oof)), true_breed]).mean()
+    assert math.isclose(oof_log_loss, metrics["oof"]["ensemble"]["log_loss"], rel_tol=1e-4)
 
 
 def test_odd_but_valid_images_are_used_without_a_warning(damaged_stub, damaged_run):

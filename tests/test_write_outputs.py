@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from kaggle_src.write_outputs import (
-    SubmissionError, make_submission, validate_submission, write_metrics, write_report, write_submission,
+    SubmissionError, make_submission, validate_submission, write_metrics, write_oof_predictions, write_report,
+    write_submission, write_test_predictions,
 )
 
 IDS = ["b" * 32, "a" * 32, "c" * 32]
@@ -66,3 +67,28 @@ def test_report_is_written_whole(tmp_path):
     write_report("# Run report\n", tmp_path / "report.md")
     assert (tmp_path / "report.md").read_text() == "# Run report\n"
     assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
+
+
+def test_each_options_test_predictions_are_a_validated_submission_and_only_this_runs_options_stay(tmp_path):
+    folder = tmp_path / "test_predictions"
+    folder.mkdir()
+    (folder / "tta.csv").write_text("an earlier run's option\n")
+    predictions = {"seed": [[0.2, 0.6], [1.0, 1.0], [0.0, 3.0]], "logistic": [[1.0, 0.0], [0.5, 0.5], [0.3, 0.7]]}
+    write_test_predictions(predictions, IDS, CLASSES, folder)
+    assert sorted(path.name for path in folder.iterdir()) == ["logistic.csv", "seed.csv"]
+    for name, probabilities in predictions.items():
+        written = pd.read_csv(folder / f"{name}.csv")
+        pd.testing.assert_frame_equal(written, make_submission(IDS, CLASSES, probabilities), rtol=1e-6)
+    with pytest.raises(SubmissionError, match="test_predictions/geometric.csv: probabilities are not all finite"):
+        write_test_predictions({"geometric": [[np.nan, 1.0], [1.0, 1.0], [1.0, 1.0]]}, IDS, CLASSES, folder)
+    assert sorted(path.name for path in folder.iterdir()) == ["logistic.csv", "seed.csv"]
+
+
+def test_out_of_fold_predictions_hold_the_id_the_true_breed_and_normalised_rows(tmp_path):
+    path = tmp_path / "oof_predictions.csv"
+    write_oof_predictions(["x" * 32, "y" * 32], ["beagle", "akita"], CLASSES, [[0.5, 1.5], [0.9, 0.1]], path)
+    oof = pd.read_csv(path)
+    assert list(oof.columns) == ["id", "breed", *CLASSES]
+    assert oof["id"].tolist() == ["x" * 32, "y" * 32] and oof["breed"].tolist() == ["beagle", "akita"]
+    np.testing.assert_allclose(oof[CLASSES].to_numpy(), [[0.25, 0.75], [0.9, 0.1]])
+    assert [p.name for p in tmp_path.iterdir()] == ["oof_predictions.csv"]
