@@ -82,7 +82,8 @@ class Config:
     )
     head_batch_size: int = setting(128, "head training batch", "N")
     extract_batch_size: int = setting(
-        0, "images per feature-extraction batch; 0: from the free GPU memory (64 without a GPU)", "N"
+        0, "images per feature-extraction batch; 0: the most that fits a 16 GB T4 per GPU for these backbones "
+        "and size (64 without a GPU)", "N"
     )
     precision: str = setting(
         "auto", f"backbones' compute dtype, one of {', '.join(PRECISIONS)}; auto: float16 on compute capability "

@@ -124,7 +124,7 @@ def test_help_gives_each_flag_its_meaning_default_and_choices_and_the_files_a_ru
     assert "one of auto, float32, float16, bfloat16" in help_of["precision"]
     assert "one of auto, on, off" in help_of["xla"]
     assert "xception, inception_v3, inception_resnet_v2" in help_of["backbones"]
-    assert "0: from the free GPU memory" in help_of["extract_batch_size"] and "-1: one per core" in help_of["n_jobs"]
+    assert "0: the most that fits a 16 GB T4 per GPU" in help_of["extract_batch_size"] and "-1: one per core" in help_of["n_jobs"]
     epilog = result.stdout.split("files a run writes to --output-dir:\n")[1]
     for name in ("submission.csv", "oof_predictions.csv", "test_predictions/<option>.csv", "metrics.json", "report.md",
                  "features.npz"):
