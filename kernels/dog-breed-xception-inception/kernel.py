@@ -7,13 +7,13 @@ softmax heads, and writes the ensemble with the best out-of-fold log loss to
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   b71024a
-    sources sha256:  91270f277209b36811008bb0ec8e542b2ae23d4c88eecb35aca5cdeb66804585
+    source commit:   0ad1c33
+    sources sha256:  0ee3c399085c05aaeb10f4d6c50feb194d97c24b9f11806e2ece2e119d321bd3
     build settings:  none (the defaults)
     configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, standardise=False,
-                     logistic=True, head_batch_size=128, extract_batch_size=0, precision='auto',
-                     xla='auto', n_jobs=-1, seed=2017, dry_run=False, features='',
+                     logistic=True, ensemble='', head_batch_size=128, extract_batch_size=0,
+                     precision='auto', xla='auto', n_jobs=-1, seed=2017, dry_run=False, features='',
                      weights_dataset=''
 Run here, from the repo's root:
     python kernels/dog-breed-xception-inception/kernel.py --input-root input_stub --output-dir working --dry-run
@@ -25,7 +25,7 @@ import linecache
 import sys
 
 BUILD_SETTINGS = {}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': 'b71024a', 'sources_sha256': '91270f277209b36811008bb0ec8e542b2ae23d4c88eecb35aca5cdeb66804585', 'settings': {}}
+BUILD = {'commit': '0ad1c33', 'sources_sha256': '0ee3c399085c05aaeb10f4d6c50feb194d97c24b9f11806e2ece2e119d321bd3', 'settings': {}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -52,13 +52,17 @@ SOURCES['kaggle_src.config'] = r'''
 """Every setting of a run in one place, with the seed's values as defaults, checked at the door."""
 import argparse
 import dataclasses
+import difflib
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from tqdm import tqdm
 
-from .backbones import BACKBONES
+from .backbones import BACKBONES, KERAS_PRETRAINED
+from .ensembles import OPTIONS, scored_names
 
+DEFAULT_BACKBONES = ("xception", "inception_v3")  # the seed's pair
 DRY_RUN_IMAGE_SIZE = 96  # what --dry-run uses unless --image-size is given
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 XLA_MODES = ("auto", "on", "off")
@@ -73,27 +77,87 @@ def warn(message):
     tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
+def setting(default, meaning, metavar=None, shown_default=None):
+    """A Config field: its default and, beside it, what its flag means, for --help and the README's table.
+
+    `metavar` names the flag's value (None: an on/off switch, --name / --no-name); `shown_default` says what
+    applies where that is not `default` itself (a dry run's, or a value worked out at run time).
+    """
+    return dataclasses.field(default=default, metadata={"help": meaning, "metavar": metavar, "default": shown_default})
+
+
+# The flags that are not settings of the method but say where a run reads and writes: {name: (metavar,
+# default, meaning)}, as for a setting. Their defaults are find_inputs.default_input_root and default_output_dir.
+LOCATIONS = {
+    "input_root": ("DIR", "/kaggle/input if it exists, else input_stub",
+                   "where the competition and the weights files are searched for"),
+    "output_dir": ("DIR", "/kaggle/working if it exists, else working", "where the run writes its files"),
+}
+
+
 @dataclass(frozen=True)
 class Config:
-    backbones: tuple[str, ...] = ("xception", "inception_v3")
-    image_size: int = 299  # side images are loaded at; the backbone with the largest native size runs at it
-    flips: bool = True  # also train on, and predict, the horizontally flipped view
-    n_folds: int = 5
-    dropout: float = 0.5
-    learning_rate: float = 1e-3
-    max_epochs: int = 50
-    patience: int = 5  # epochs without a better validation loss before a head stops
-    standardise: bool = False  # heads centre and scale each feature by their fold's statistics (on for --dry-run)
-    logistic: bool = True  # also fit a logistic regression per fold (CPU: 2-8 min at full size), an ensembling option
-    head_batch_size: int = 128
-    extract_batch_size: int = 0  # images per extraction batch; 0: from free GPU memory (64 without a GPU)
-    precision: str = "auto"  # backbones' compute dtype; auto: float16 on T4-class GPUs, bfloat16 on newer, else float32
-    xla: str = "auto"  # compile the extractor with XLA; auto: Keras' choice (on for one GPU, off on CPU or several)
-    n_jobs: int = -1  # image-decoding threads (-1: one per core)
-    seed: int = 2017
-    dry_run: bool = False  # random-init backbones: no weight files, for CPU and CI
-    features: str = ""  # a folder to search for cached features (features_manifest.json) instead of extracting
-    weights_dataset: str = ""  # Kaggle dataset with every backbone's .h5 file ("": each backbone's known one)
+    """A run's settings. Each field's default sits beside its flag's meaning (see `setting`): the one text that
+    --help shows and the README's Configuration table repeats."""
+
+    backbones: tuple[str, ...] = setting(
+        DEFAULT_BACKBONES, f"comma-separated backbone names, their features concatenated in this order: "
+        f"{', '.join(BACKBONES)}", "LIST",
+    )
+    image_size: int = setting(
+        299,
+        "side the images are loaded at; each backbone runs at its native size scaled alike (at least "
+        + ", ".join(f"{BACKBONES[name].min_size} for {name}" for name in DEFAULT_BACKBONES) + ")",
+        "N",
+        f"the backbones' largest native size ({max(BACKBONES[name].native_size for name in DEFAULT_BACKBONES)} "
+        f"for the default pair); {DRY_RUN_IMAGE_SIZE} with --dry-run",
+    )
+    flips: bool = setting(True, "also extract, train on and predict the horizontally flipped view")
+    n_folds: int = setting(5, "CV folds (at least 2)", "N")
+    dropout: float = setting(0.5, "head dropout rate, in [0, 1)", "X")
+    learning_rate: float = setting(1e-3, "Adam learning rate", "X")
+    max_epochs: int = setting(50, "epochs per head at most", "N")
+    patience: int = setting(5, "epochs without a better validation loss before a head stops", "N")
+    standardise: bool = setting(
+        False, "heads centre and scale each feature by their training fold's mean and standard deviation; off, as "
+        "the seed, because on ImageNet-like features it made heads overfit sooner; on for --dry-run, as "
+        "random-init features are nearly constant per column", shown_default="off; on with --dry-run",
+    )
+    logistic: bool = setting(
+        True, "also fit one logistic regression per fold (CPU: 2-8 min at full size), the logistic option"
+    )
+    ensemble: str = setting(
+        "", "the ensembling option to submit instead of the one with the best out-of-fold log loss (every option "
+        f"is still scored and reported): one of {', '.join(option.name for option in OPTIONS)}; the tta ones need "
+        "--flips, logistic --logistic", "NAME", "none: the option with the best out-of-fold log loss",
+    )
+    head_batch_size: int = setting(128, "head training batch", "N")
+    extract_batch_size: int = setting(
+        0, "images per feature-extraction batch; 0: the most that fits a 16 GB T4 per GPU for these backbones "
+        "and size (64 without a GPU)", "N"
+    )
+    precision: str = setting(
+        "auto", f"backbones' compute dtype, one of {', '.join(PRECISIONS)}; auto: float16 on compute capability "
+        "7.x (T4), bfloat16 on 8.0 and newer, float32 on CPU", "P",
+    )
+    xla: str = setting(
+        "auto", f"compile the extractor with XLA, one of {', '.join(XLA_MODES)}; auto: Keras' choice (on for one "
+        "GPU, off on CPU and with several GPUs)", "MODE",
+    )
+    n_jobs: int = setting(-1, "image-decoding threads; -1: one per core", "N")
+    seed: int = setting(2017, "folds, head initialisation and (dry run) backbone initialisation", "N")
+    dry_run: bool = setting(
+        False, f"random-init backbones (no weights files, for CPU and CI), {DRY_RUN_IMAGE_SIZE} px images and "
+        "standardised heads, unless --image-size or --no-standardise is given",
+    )
+    features: str = setting(
+        "", "heads-only: search DIR for a saved features_manifest.json and train on those features instead of "
+        "extracting", "DIR",
+    )
+    weights_dataset: str = setting(
+        "", "the Kaggle dataset that holds every backbone's weights file", "OWNER/SLUG",
+        f"none: each backbone's known one ({KERAS_PRETRAINED} for the default pair)",
+    )
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -123,6 +187,12 @@ class Config:
             raise InputError(f"config dropout={self.dropout}: expected a value in [0, 1)")
         if not self.learning_rate > 0:
             raise InputError(f"config learning_rate={self.learning_rate}: expected a positive number")
+        scored = scored_names(self.flips, self.logistic)
+        if self.ensemble and self.ensemble not in scored:
+            raise InputError(
+                f"config ensemble={self.ensemble!r}: expected one of the options these settings score: "
+                + ", ".join(scored)
+            )
         if self.n_jobs == 0 or self.n_jobs < -1:
             raise InputError(f"config n_jobs={self.n_jobs}: expected a positive count or -1 (all cores)")
 
@@ -182,35 +252,69 @@ def parse_value(name, text):
         raise InputError(f"config {name}={text!r}: expected {_type_name(field.type)}") from None
 
 
+def flags():
+    """{name: (metavar, default as it applies, meaning)} of every command-line flag, in --help's order; a None
+    metavar marks an on/off switch. The one source of --help and of the README's Configuration table."""
+    return {
+        **LOCATIONS,
+        **{
+            field.name: (field.metadata["metavar"], field.metadata["default"] or _default_text(field.default),
+                         field.metadata["help"])
+            for field in dataclasses.fields(Config)
+        },
+    }
+
+
 def add_config_arguments(parser):
-    """One command-line flag per Config field (--image-size, --flips/--no-flips, ...), defaulting to unset."""
-    for field in dataclasses.fields(Config):
-        flag = "--" + field.name.replace("_", "-")
-        if field.type is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+    """The flags (--input-root, --image-size, --flips/--no-flips, ...), each defaulting to unset, with its
+    meaning and default as --help shows them."""
+    for name, (metavar, default, meaning) in flags().items():
+        flag, text = "--" + name.replace("_", "-"), f"{meaning} (default: {default})"
+        if metavar is None:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            parser.add_argument(
-                flag,
-                dest=field.name,
-                metavar=field.name.upper(),
-                type=lambda text, name=field.name: _parse_flag(name, text),
-                default=None,
-                help=f"default: {_default_text(field)}",
-            )
+            parser.add_argument(flag, dest=name, metavar=metavar, type=Path if name in LOCATIONS else str,
+                                default=None, help=text)
 
 
 def config_from_arguments(args, settings=None):
-    """The Config that parsed flags ask for: the defaults, then `settings`, then each flag given."""
-    names = [f.name for f in dataclasses.fields(Config)]
-    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    """The Config that parsed flags ask for: the defaults, then `settings`, then each flag given. A flag's text
+    is read here, by parse_value, so that a bad value stops as any bad setting does: one line naming it."""
+    given = {}
+    for field in dataclasses.fields(Config):
+        value = getattr(args, field.name)
+        if value is not None:
+            given[field.name] = value if field.type is bool else parse_value(field.name, value)
     return make_config(**{**(settings or {}), **given})
 
 
-def _parse_flag(name, text):
-    try:
-        return parse_value(name, text)
-    except InputError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+def warn_unknown_arguments(unknown):
+    """Warn of each unknown flag in `unknown` (what parse_known_args left, in order), with the values after it,
+    naming the closest known flag if one is close. They are ignored, not stopped at: Kaggle may pass some."""
+    known = [
+        flag
+        for name, (metavar, _, _) in flags().items()
+        for flag in ["--" + name.replace("_", "-")] + (["--no-" + name.replace("_", "-")] if metavar is None else [])
+    ]
+    groups = []
+    for argument in unknown:
+        starts_a_flag = argument.startswith("-") and not argument[1:2].isdigit()  # -1 is a value
+        if starts_a_flag or not groups:
+            groups.append([argument])
+        else:
+            groups[-1].append(argument)
+    for group in groups:
+        closest = difflib.get_close_matches(group[0].split("=")[0], known, n=1)
+        hint = f" (did you mean {closest[0]}?)" if closest else ""
+        warn(f"argument {' '.join(group)}: unknown{hint}; ignored")
+
+
+class CommandLineParser(argparse.ArgumentParser):
+    """argparse's parser, but a mistake it finds (a flag without its value, ...) stops the run as every other
+    stop does: one line, `error: ...`, on stderr, exit code 2, without the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message}\n")
 
 
 def _has_type(value, expected):
@@ -234,8 +338,12 @@ def _check_at_least(config, name, minimum):
         raise InputError(f"config {name}={getattr(config, name)}: expected at least {minimum}")
 
 
-def _default_text(field):
-    return ",".join(field.default) if isinstance(field.default, tuple) else str(field.default)
+def _default_text(value):
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value) if value != "" else "none"
 '''
 
 # ---- kaggle_src/backbones.py ----
@@ -1182,7 +1290,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import accuracy_score, log_loss
 
 EPS = 1e-15  # Kaggle's clipping: the smallest probability a log is taken of
 MAX_TEMPERATURE = 20.0  # temperatures are searched in [1 / MAX_TEMPERATURE, MAX_TEMPERATURE]
@@ -1230,6 +1337,8 @@ class ScoredOption:
 
 def score_predictions(probabilities, labels, n_classes):
     """Multi-class log loss (as Kaggle scores it) and accuracy; for a head, an option or a submission."""
+    from sklearn.metrics import accuracy_score, log_loss  # here, not above: config.py takes OPTIONS without sklearn
+
     probabilities = np.clip(np.asarray(probabilities, np.float64), EPS, 1 - EPS)
     probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
     return {
@@ -1265,8 +1374,19 @@ def score_options(predictions, labels, folds):
     return scored
 
 
-def choose(scored):
-    """The option with the lowest out-of-fold log loss; on a tie the earlier one (the seed's before the rest)."""
+def scored_names(flips, logistic):
+    """The names of the options that a run with these settings scores, in OPTIONS' order (score_options finds
+    the same from the predictions): the tta ones need the flipped view, logistic the logistic regressions."""
+    return [
+        option.name for option in OPTIONS if (flips or not option.tta) and (logistic or option.family != "logistic")
+    ]
+
+
+def choose(scored, name=""):
+    """The option called `name` (the ensemble setting); if "", the one with the lowest out-of-fold log loss, on a
+    tie the earlier one (the seed's before the rest)."""
+    if name:
+        return next(candidate for candidate in scored if candidate.option.name == name)
     return min(scored, key=lambda candidate: candidate.log_loss)
 
 
@@ -1324,9 +1444,11 @@ def _softmax(logits):
 
 # ---- kaggle_src/write_outputs.py ----
 SOURCES['kaggle_src.write_outputs'] = r'''
-"""Stage 6: submission.csv, checked against sample_submission.csv before it is written, metrics.json and report.md.
+"""Stage 6: submission.csv, checked against sample_submission.csv before it is written, every ensembling
+option's test predictions in the same format, the submitted option's out-of-fold predictions, metrics.json
+and report.md.
 
-All three files are written to a temporary name and renamed into place, so a failed run never leaves a
+Every file is written to a temporary name and renamed into place, so a failed run never leaves a
 half-written file nor replaces a good submission with a bad one.
 """
 import json
@@ -1383,6 +1505,31 @@ def write_submission(submission, test_ids, classes, path):
     _write_atomically(path, lambda temporary: submission.to_csv(temporary, index=False, float_format="%.7g"))
 
 
+def write_test_predictions(predictions, test_ids, classes, folder):
+    """Write each option's test predictions, {option: (n_test, classes)}, to `folder`/<option>.csv as a
+    validated submission, so that a competitor can blend them with other kernels'; remove the CSVs of options
+    this run did not score, so that the folder holds this run's options only."""
+    folder = Path(folder)
+    folder.mkdir(exist_ok=True)
+    for name, probabilities in predictions.items():
+        path = folder / f"{name}.csv"
+        try:
+            write_submission(make_submission(test_ids, classes, probabilities), test_ids, classes, path)
+        except SubmissionError as error:
+            raise SubmissionError(f"{folder.name}/{path.name}: {error}") from None
+    for path in folder.glob("*.csv"):
+        if path.stem not in predictions:
+            path.unlink()
+
+
+def write_oof_predictions(train_ids, breeds, classes, probabilities, path):
+    """Write out-of-fold predictions atomically: id, breed (the true one), then one column per class, each row
+    normalised as the submission's are, so that a blend with other kernels' predictions can be scored out of fold."""
+    predictions = make_submission(train_ids, classes, probabilities)
+    predictions.insert(1, "breed", list(breeds))
+    _write_atomically(path, lambda temporary: predictions.to_csv(temporary, index=False, float_format="%.7g"))
+
+
 def write_metrics(metrics, path):
     """Write the metrics dict as indented JSON, atomically."""
     _write_atomically(path, lambda temporary: Path(temporary).write_text(json.dumps(metrics, indent=2) + "\n"))
@@ -1405,8 +1552,8 @@ def _write_atomically(path, write):
 
 # ---- kaggle_src/report.py ----
 SOURCES['kaggle_src.report'] = r'''
-"""report.md, a short account of a run read from its metrics: the ensembling options' out-of-fold scores,
-the one submitted, the breeds most often mistaken for each other, and the time per stage."""
+"""report.md, a short account of a run read from its metrics: one line on the submitted option, the
+ensembling options' out-of-fold scores, the breeds most often mistaken for each other, and the time per stage."""
 import numpy as np
 
 from .ensembles import OPTIONS
@@ -1431,13 +1578,28 @@ def confused_pairs(probabilities, labels, classes, top=10):
     ]
 
 
+def summary_line(metrics):
+    """The run in one line, as metrics.json and report.md open: the submitted option, its out-of-fold log loss
+    and accuracy, and the wall time."""
+    option = metrics["chosen"]["option"]
+    scores = metrics["options"][option]
+    return (
+        f"submitted {option}: out-of-fold log loss {scores['log_loss']:.4f}, accuracy {scores['accuracy']:.3f}; "
+        f"{metrics['seconds']['total']:.0f} s"
+    )
+
+
 def report_markdown(metrics):
     """The report's text, from a run's metrics (as metrics.json holds them)."""
     chosen, options, counts = metrics["chosen"], metrics["options"], metrics["counts"]
     descriptions = {option.name: option.description for option in OPTIONS}
-    seed_log_loss = options["seed"]["log_loss"]
+    seed_log_loss, gain = options["seed"]["log_loss"], chosen["improvement_over_seed"]
+    set_by = (
+        "" if chosen["option"] == chosen["best_out_of_fold"]
+        else f" (set by --ensemble; the best out of fold is {chosen['best_out_of_fold']})"
+    )
     lines = [
-        "# Run report",
+        f"# {summary_line(metrics)}",
         "",
         f"## Ensembling options, out of fold ({counts['train_images']} training images, {counts['folds']} folds)",
         "",
@@ -1450,9 +1612,9 @@ def report_markdown(metrics):
             for name, scores in options.items()
         ),
         "",
-        f"Submitted: **{chosen['option']}**, out-of-fold log loss {options[chosen['option']]['log_loss']:.4f}, "
-        f"{chosen['improvement_over_seed']:.4f} ({100 * chosen['improvement_over_seed'] / seed_log_loss:.1f}%) "
-        f"below the seed's heads ({seed_log_loss:.4f}). Chance: {metrics['chance_log_loss']:.4f}.",
+        f"Submitted: **{chosen['option']}**{set_by}, out-of-fold log loss {options[chosen['option']]['log_loss']:.4f}, "
+        f"{abs(gain):.4f} ({100 * abs(gain) / seed_log_loss:.1f}%) {'below' if gain >= 0 else 'above'} the seed's "
+        f"heads ({seed_log_loss:.4f}). Chance: {metrics['chance_log_loss']:.4f}.",
         "",
         f"## Most-confused breed pairs ({chosen['option']}, out of fold)",
         "",
@@ -1499,24 +1661,29 @@ import sys
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 
-from .config import InputError, add_config_arguments, config_from_arguments, warn
+from .config import (
+    CommandLineParser, InputError, add_config_arguments, config_from_arguments, warn, warn_unknown_arguments,
+)
 from .ensembles import choose, score_options, score_predictions
 from .feature_cache import find_features, load_features, read_manifest, save_features
 from .find_inputs import default_input_root, default_output_dir, find_inputs, on_kaggle, prepare_output_dir, read_competition
 from .load_images import load_images
 from .predict import class_prior, predict_views
-from .report import confused_pairs, report_markdown
-from .write_outputs import SubmissionError, make_submission, write_metrics, write_report, write_submission
+from .report import confused_pairs, report_markdown, summary_line
+from .write_outputs import (
+    SubmissionError, make_submission, write_metrics, write_oof_predictions, write_report, write_submission,
+    write_test_predictions,
+)
 
 MAX_NAMED = 20  # unreadable images named one line each, per split; the rest in one line (metrics.json lists all)
 
 
 def run(config, input_root, output_dir, build=None):
-    """Run the pipeline with `config`; write submission.csv and metrics.json to `output_dir`; return the metrics.
+    """Run the pipeline with `config`; write submission.csv, the predictions to blend with, metrics.json and
+    report.md to `output_dir`; return the metrics.
 
     `build`, when the run is a built kernel, says what it was built from; metrics.json keeps it.
     """
@@ -1608,13 +1775,29 @@ def run(config, input_root, output_dir, build=None):
         }
     with stage("ensembles"):
         options = score_options(predictions, labels, folds)
-        chosen = choose(options)
-        chosen.test[failed["test"]] = class_prior(labels, n_classes)
+        chosen = choose(options, config.ensemble)
+        prior = class_prior(labels, n_classes)
+        for scored in options:
+            scored.test[failed["test"]] = prior
 
-    # 6. Write the validated submission of the chosen option, the metrics and the report.
+    # 6. Write every option's validated test predictions, then the chosen one's as the submission, its
+    # out-of-fold predictions, the metrics and the report.
     with stage("write"):
+        write_test_predictions(
+            {scored.option.name: scored.test for scored in options},
+            competition.test_ids,
+            competition.classes,
+            output_dir / "test_predictions",
+        )
         submission = make_submission(competition.test_ids, competition.classes, chosen.test)
         write_submission(submission, competition.test_ids, competition.classes, output_dir / "submission.csv")
+        write_oof_predictions(
+            [competition.train_ids[index] for index in readable],
+            [competition.classes[label] for label in labels],
+            competition.classes,
+            chosen.oof,
+            output_dir / "oof_predictions.csv",
+        )
     metrics = cv_metrics(heads, oof, options, chosen, labels, config.views)
     metrics["confused"] = confused_pairs(chosen.oof, labels, competition.classes)
     metrics["unreadable"] = {split: [competition.ids(split)[index] for index in failed[split]] for split in failed}
@@ -1637,6 +1820,7 @@ def run(config, input_root, output_dir, build=None):
     metrics["config"] = config.as_dict()
     if build is not None:
         metrics["build"] = build
+    metrics = {"summary": summary_line(metrics), **metrics}
     write_metrics(metrics, output_dir / "metrics.json")
     write_report(report_markdown(metrics), output_dir / "report.md")
     return metrics
@@ -1662,14 +1846,19 @@ def warn_unreadable(competition, split, failed, n_folds):
 
 def cv_metrics(heads, oof, options, chosen, labels, views):
     """Out-of-fold scores per head, per view's heads, for each ensembling option, and for the chosen one (the
-    submission's) as `ensemble`, with its log loss below the seed's heads."""
+    submission's) as `ensemble`, with its log loss below the seed's heads and the option it would have been
+    without the ensemble setting."""
     n_classes = oof.shape[-1]
     per_view = {name: score_predictions(oof[index, index], labels, n_classes) for index, name in enumerate(views)}
     seed = next(scored for scored in options if scored.option.name == "seed")
     return {
         "oof": {**per_view, "ensemble": {"log_loss": chosen.log_loss, "accuracy": chosen.accuracy}},
         "options": {scored.option.name: scored.scores() for scored in options},
-        "chosen": {"option": chosen.option.name, "improvement_over_seed": seed.log_loss - chosen.log_loss},
+        "chosen": {
+            "option": chosen.option.name,
+            "best_out_of_fold": choose(options).option.name,
+            "improvement_over_seed": seed.log_loss - chosen.log_loss,
+        },
         "folds": [
             {
                 "fold": head.fold,
@@ -1683,18 +1872,35 @@ def cv_metrics(heads, oof, options, chosen, labels, views):
     }
 
 
+EPILOG = """files a run writes to --output-dir:
+  submission.csv          the submitted option's test predictions, in sample_submission.csv's order
+  oof_predictions.csv     its out-of-fold predictions: id, breed (the true one), then one column per breed
+  test_predictions/<option>.csv
+                          every ensembling option's test predictions, in submission.csv's format
+  metrics.json            a one-line summary, every ensembling option's out-of-fold scores, per-fold scores,
+                          counts, times, config
+  report.md               the same in short: the summary, the options, the most-confused breeds, the times
+  features.npz, features_manifest.json
+                          the extracted features (not in a --features run), for heads-only runs
+
+Arguments it does not know are ignored, each with a warning naming the closest flag: Kaggle may pass some."""
+
+
 def main(argv=None, settings=None, build=None):
-    """Command-line entry: parse flags (ignoring unknown ones, as Kaggle may add some), run, report.
+    """Command-line entry: parse flags (warning of unknown ones and ignoring them, as Kaggle may add some), run, report.
 
     `settings` are Config values baked in by build_kernel.py; flags given on the command line win.
     """
-    parser = argparse.ArgumentParser(prog="kaggle_src", description=__doc__.splitlines()[0], allow_abbrev=False)
-    parser.add_argument("--input-root", type=Path, default=None, help="default: /kaggle/input if it exists, else input_stub")
-    parser.add_argument("--output-dir", type=Path, default=None, help="default: /kaggle/working if it exists, else working")
+    parser = CommandLineParser(
+        prog="kaggle_src",
+        description=__doc__.splitlines()[0],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
     add_config_arguments(parser)
     args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        print(f"ignoring unknown arguments: {' '.join(unknown)}")
+    warn_unknown_arguments(unknown)
     try:
         config = config_from_arguments(args, settings)
         output_dir = args.output_dir or default_output_dir()
@@ -1705,14 +1911,13 @@ def main(argv=None, settings=None, build=None):
     except SubmissionError as error:
         print(f"error: submission.csv not written: {error}", file=sys.stderr)
         return 1
-    chosen = metrics["chosen"]
     print(
         "out-of-fold log loss: "
         + ", ".join(f"{name} {scores['log_loss']:.4f}" for name, scores in metrics["options"].items())
-        + f" (chance {metrics['chance_log_loss']:.4f}); {metrics['seconds']['total']:.0f} s"
+        + f" (chance {metrics['chance_log_loss']:.4f})"
     )
-    print(f"submitted {chosen['option']}, {chosen['improvement_over_seed']:.4f} below the seed's heads")
-    print(f"wrote {output_dir}/submission.csv, metrics.json and report.md")
+    print(metrics["summary"])
+    print(f"wrote {output_dir}/submission.csv, oof_predictions.csv, test_predictions/, metrics.json and report.md")
     return 0
 '''
 
