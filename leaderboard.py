@@ -164,6 +164,8 @@ def submit(directory, kernel, experiments=EXPERIMENTS_LOG):
     """Submit `directory`/submission.csv with its run's commit, settings and CV score; log it; return the ref."""
     directory = Path(directory)
     metrics = _read_metrics(directory / "metrics.json")
+    if metrics.get("smoke"):
+        raise KaggleError(f"{directory}: a smoke run's outputs ({metrics['smoke']} images per breed): not submitted")
     submission = directory / "submission.csv"
     if not submission.is_file():
         raise KaggleError(f"{submission}: missing: nothing to submit")

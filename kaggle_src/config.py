@@ -15,6 +15,7 @@ DEFAULT_BACKBONES = ("xception", "inception_v3")  # the seed's pair
 DRY_RUN_IMAGE_SIZE = 96  # what --dry-run uses unless --image-size is given
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 XLA_MODES = ("auto", "on", "off")
+PROGRESS_SECONDS = 10  # a progress bar's refresh in a log that is no terminal
 
 
 class InputError(ValueError):
@@ -24,6 +25,13 @@ class InputError(ValueError):
 def warn(message):
     """Report a problem the run survives: one line on stderr, on a line of its own even while a progress bar runs."""
     tqdm.write(f"warning: {message}", file=sys.stderr)
+
+
+def progress(total, desc, unit):
+    """A progress bar on stderr with a rate and an ETA. In a log that is no terminal (Kaggle's), a line every
+    PROGRESS_SECONDS at most, so that a long stage does not flood it; close it before printing anything else."""
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                mininterval=2 if sys.stderr.isatty() else PROGRESS_SECONDS)
 
 
 def setting(default, meaning, metavar=None, shown_default=None):
@@ -99,6 +107,11 @@ class Config:
         False, f"random-init backbones (no weights files, for CPU and CI), {DRY_RUN_IMAGE_SIZE} px images and "
         "standardised heads, unless --image-size or --no-standardise is given",
     )
+    smoke: int = setting(
+        0, "a smoke test of the real path before a full run spends GPU quota: N training images per breed and N "
+        "test images; writes metrics.json and report.md, marked as a smoke run, and no submission.csv (at least "
+        "--n-folds)", "N", "0: off, every image",
+    )
     features: str = setting(
         "", "heads-only: search DIR for a saved features_manifest.json and train on those features instead of "
         "extracting", "DIR",
@@ -142,6 +155,10 @@ class Config:
                 f"config ensemble={self.ensemble!r}: expected one of the options these settings score: "
                 + ", ".join(scored)
             )
+        if 0 < self.smoke < self.n_folds or self.smoke < 0:
+            raise InputError(f"config smoke={self.smoke}: expected 0 (off) or at least n_folds={self.n_folds}")
+        if self.smoke and self.features:
+            raise InputError(f"config smoke={self.smoke}: expected no features folder (a smoke run tests extraction)")
         if self.n_jobs == 0 or self.n_jobs < -1:
             raise InputError(f"config n_jobs={self.n_jobs}: expected a positive count or -1 (all cores)")
 

@@ -20,7 +20,7 @@ import tensorflow as tf
 from keras import ops
 
 from .backbones import BACKBONES
-from .config import InputError
+from .config import InputError, progress
 
 CPU_BATCH_SIZE = 64  # images per batch without a GPU
 MAX_BATCH_SIZE = 256  # images per replica at most
@@ -202,12 +202,23 @@ def extract_features(extractor, images, batch_size=0):
             print(f"out of GPU memory: extracting again with {batch_size} images per batch")
 
 
+class ProgressCallback(keras.callbacks.Callback):
+    """Moves a progress bar on by the images of each batch that `predict` finishes."""
+
+    def __init__(self, bar, batch_size):
+        super().__init__()
+        self.bar, self.batch_size = bar, batch_size
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self.bar.update(min(self.batch_size, self.bar.total - self.bar.n))
+
+
 def _predict(extractor, images, batch_size):
     size = extractor.input_shape[1]
     dataset = tf.data.Dataset.from_generator(
         lambda: images.batches(batch_size),
         output_signature=tf.TensorSpec((None, size, size, 3), tf.uint8),
     ).apply(tf.data.experimental.assert_cardinality(-(-len(images) // batch_size))).prefetch(2)
-    print(f"extract {images.desc}: {len(images)} images, {batch_size} per batch")
-    features = extractor.predict(dataset, verbose=0)
+    with progress(len(images), f"extract {images.desc} ({batch_size} a batch)", "img") as bar:
+        features = extractor.predict(dataset, verbose=0, callbacks=[ProgressCallback(bar, batch_size)])
     return np.asarray(features, np.float32)

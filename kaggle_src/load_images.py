@@ -14,7 +14,6 @@ import time
 import cv2
 import numpy as np
 from joblib import Parallel, delayed
-from tqdm.auto import tqdm
 
 from .config import warn
 
@@ -73,8 +72,7 @@ class LoadedImages:
             done = Parallel(n_jobs=self.n_jobs, prefer="threads", return_as="generator")(
                 delayed(load_into)(index) for index in range(len(self.paths))
             )
-            progress = tqdm(done, total=len(self.paths), desc=f"load {self.desc}", unit="img", mininterval=2)
-            for index, loaded in enumerate(progress):
+            for index, loaded in enumerate(done):
                 with self._changed:
                     if not loaded:
                         self.failed.append(index)
@@ -106,5 +104,6 @@ class LoadedImages:
 
 
 def load_images(paths, size, n_jobs=-1, desc="images"):
-    """Start decoding `paths` into one uint8 RGB array behind a progress bar; returns LoadedImages at once."""
+    """Start decoding `paths` into one uint8 RGB array in the background; returns LoadedImages at once. (Its
+    progress shows in the extraction's bar, which waits on it.)"""
     return LoadedImages(paths, size, n_jobs, desc)

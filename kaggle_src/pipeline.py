@@ -4,8 +4,11 @@
     python -m kaggle_src --input-root input_stub --output-dir working --dry-run
 """
 import argparse
+import importlib
 import math
+import os
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -22,10 +25,11 @@ from .load_images import load_images
 from .predict import class_prior, predict_views
 from .report import confused_pairs, report_markdown, summary_line
 from .write_outputs import (
-    SubmissionError, make_submission, write_metrics, write_oof_predictions, write_report, write_submission,
-    write_test_predictions,
+    SubmissionError, make_submission, validate_submission, write_metrics, write_oof_predictions, write_report,
+    write_submission, write_test_predictions,
 )
 
+TF_IMPORT_NOISE = ("All log messages before absl::InitializeLog() is called", "oneDNN custom operations are on")
 MAX_NAMED = 20  # unreadable images named one line each, per split; the rest in one line (metrics.json lists all)
 
 
@@ -47,12 +51,15 @@ def run(config, input_root, output_dir, build=None):
     with stage("find_inputs"):
         competition_dir, weights = find_inputs(input_root, config)
         competition = read_competition(competition_dir)
+        if config.smoke:
+            competition = competition.first(config.smoke)
         output_dir = prepare_output_dir(output_dir)
         if config.features:
             cache = find_features(config.features)
             manifest = read_manifest(cache, competition, config)
     # TensorFlow is imported only now that every check has passed, so that a stop above takes a second and
     # its one line stands alone: from TensorFlow 2.19, import logs ignore TF_CPP_MIN_LOG_LEVEL.
+    import_quietly("tensorflow")
     import keras
     import tensorflow as tf
 
@@ -95,9 +102,10 @@ def run(config, input_root, output_dir, build=None):
             seconds["load_images"] += images.seconds
             failed[split] = images.failed
             del images
-        with stage("save_features"):
-            commit = build["commit"] if build else "unbuilt (python -m kaggle_src)"
-            features = save_features(output_dir, features, competition, config, weights, failed, commit)
+        if not config.smoke:  # a smoke run's features cover a few images: of no use to a heads-only run
+            with stage("save_features"):
+                commit = build["commit"] if build else "unbuilt (python -m kaggle_src)"
+                features = save_features(output_dir, features, competition, config, weights, failed, commit)
     for split in ("train", "test"):
         warn_unreadable(competition, split, failed[split], config.n_folds)
 
@@ -112,7 +120,7 @@ def run(config, input_root, output_dir, build=None):
     families = {"heads": (heads, oof)}
     if config.logistic:
         with stage("train_logistic"):
-            families["logistic"] = train_logistic(train, labels, folds, n_classes)
+            families["logistic"] = train_logistic(train, labels, folds, n_classes, config.views)
 
     # 5. Predict the test set with every head on every view; score each ensembling option out of fold
     # and take the best. An unreadable test image gets the class prior.
@@ -129,23 +137,27 @@ def run(config, input_root, output_dir, build=None):
             scored.test[failed["test"]] = prior
 
     # 6. Write every option's validated test predictions, then the chosen one's as the submission, its
-    # out-of-fold predictions, the metrics and the report.
+    # out-of-fold predictions, the metrics and the report. A smoke run's predictions cover a few images:
+    # its submission is validated, not written, nor are the others, so that none is taken for a submission.
     with stage("write"):
-        write_test_predictions(
-            {scored.option.name: scored.test for scored in options},
-            competition.test_ids,
-            competition.classes,
-            output_dir / "test_predictions",
-        )
         submission = make_submission(competition.test_ids, competition.classes, chosen.test)
-        write_submission(submission, competition.test_ids, competition.classes, output_dir / "submission.csv")
-        write_oof_predictions(
-            [competition.train_ids[index] for index in readable],
-            [competition.classes[label] for label in labels],
-            competition.classes,
-            chosen.oof,
-            output_dir / "oof_predictions.csv",
-        )
+        if config.smoke:
+            validate_submission(submission, competition.test_ids, competition.classes)
+        else:
+            write_test_predictions(
+                {scored.option.name: scored.test for scored in options},
+                competition.test_ids,
+                competition.classes,
+                output_dir / "test_predictions",
+            )
+            write_submission(submission, competition.test_ids, competition.classes, output_dir / "submission.csv")
+            write_oof_predictions(
+                [competition.train_ids[index] for index in readable],
+                [competition.classes[label] for label in labels],
+                competition.classes,
+                chosen.oof,
+                output_dir / "oof_predictions.csv",
+            )
     metrics = cv_metrics(heads, oof, options, chosen, labels, config.views)
     metrics["confused"] = confused_pairs(chosen.oof, labels, competition.classes)
     metrics["unreadable"] = {split: [competition.ids(split)[index] for index in failed[split]] for split in failed}
@@ -166,12 +178,34 @@ def run(config, input_root, output_dir, build=None):
         "gpus": gpu_names(), "extraction": None if config.features else extraction,
     }
     metrics["config"] = config.as_dict()
+    if config.smoke:
+        metrics["smoke"] = config.smoke
     if build is not None:
         metrics["build"] = build
     metrics = {"summary": summary_line(metrics), **metrics}
     write_metrics(metrics, output_dir / "metrics.json")
     write_report(report_markdown(metrics), output_dir / "report.md")
     return metrics
+
+
+def import_quietly(name):
+    """Import module `name` (TensorFlow) with TensorFlow's start-up notices (TF_IMPORT_NOISE) left out of the log:
+    from 2.19 it prints them, twice, whatever TF_CPP_MIN_LOG_LEVEL says. Every other line written to stderr
+    meanwhile, by Python or by C++, is passed on."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            importlib.import_module(name)
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not any(noise in line for noise in TF_IMPORT_NOISE):
+                    sys.stderr.write(line)
 
 
 def warn_unreadable(competition, split, failed, n_folds):
@@ -239,6 +273,8 @@ def main(argv=None, settings=None, build=None):
 
     `settings` are Config values baked in by build_kernel.py; flags given on the command line win.
     """
+    if hasattr(sys.stdout, "reconfigure"):  # in a log (Kaggle's), stdout's lines keep their place among stderr's
+        sys.stdout.reconfigure(line_buffering=True)
     parser = CommandLineParser(
         prog="kaggle_src",
         description=__doc__.splitlines()[0],
@@ -265,5 +301,8 @@ def main(argv=None, settings=None, build=None):
         + f" (chance {metrics['chance_log_loss']:.4f})"
     )
     print(metrics["summary"])
-    print(f"wrote {output_dir}/submission.csv, oof_predictions.csv, test_predictions/, metrics.json and report.md")
+    if config.smoke:
+        print(f"wrote {output_dir}/metrics.json and report.md (a smoke run writes no submission.csv)")
+    else:
+        print(f"wrote {output_dir}/submission.csv, oof_predictions.csv, test_predictions/, metrics.json and report.md")
     return 0

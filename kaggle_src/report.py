@@ -26,11 +26,13 @@ def confused_pairs(probabilities, labels, classes, top=10):
 
 def summary_line(metrics):
     """The run in one line, as metrics.json and report.md open: the submitted option, its out-of-fold log loss
-    and accuracy, and the wall time."""
+    and accuracy, and the wall time; a smoke run says first that it is one."""
     option = metrics["chosen"]["option"]
     scores = metrics["options"][option]
+    smoke = (f"SMOKE RUN, {metrics['smoke']} images per breed, no submission.csv: "
+             if metrics.get("smoke") else "")
     return (
-        f"submitted {option}: out-of-fold log loss {scores['log_loss']:.4f}, accuracy {scores['accuracy']:.3f}; "
+        f"{smoke}submitted {option}: out-of-fold log loss {scores['log_loss']:.4f}, accuracy {scores['accuracy']:.3f}; "
         f"{metrics['seconds']['total']:.0f} s"
     )
 

@@ -30,6 +30,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
+from .config import progress
 from .ensembles import score_predictions
 
 
@@ -111,6 +112,7 @@ def train_heads(features, labels, folds, n_classes, config):
     shuffle = np.random.default_rng(config.seed)
     best_loss, best_epoch = np.full(len(heads), np.inf), np.zeros(len(heads), int)
     active = list(range(len(heads)))
+    bar = progress(config.max_epochs, f"train {len(heads)} heads", "epoch")
     for epoch in range(config.max_epochs):
         orders = [shuffle.permutation(folds[heads[index].fold][0]) for index in active]
         for start in range(0, max(map(len, orders)), config.head_batch_size):
@@ -132,29 +134,34 @@ def train_heads(features, labels, folds, n_classes, config):
             if epoch - best_epoch[index] >= config.patience or epoch + 1 == config.max_epochs:
                 head.epochs = epoch + 1
                 active.remove(index)
+        bar.set_postfix_str(f"{len(active)} training, best val log loss {best_loss.min():.4f}", refresh=False)
+        bar.update()
         if not active:
             break
-    return heads, out_of_fold(heads, features, labels, folds, n_classes, "epochs")
+    bar.close()
+    return heads, out_of_fold(heads, features, labels, folds, n_classes, config.views, "epochs")
 
 
-def train_logistic(features, labels, folds, n_classes):
+def train_logistic(features, labels, folds, n_classes, views):
     """One logistic regression per fold on the original view of `features` (n, views, d), as TrainedHeads;
-    return (heads, out-of-fold predictions)."""
+    return (heads, out-of-fold predictions). `views` names the views, for the log."""
     features = np.asarray(features, np.float32)
     heads = []
-    for fold, (train_index, _) in enumerate(folds):
-        mean, scale = standardisation(features[train_index, 0])
-        with warnings.catch_warnings():  # hitting the iteration limit is reported as the head's iteration count
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model = LogisticRegression().fit((features[train_index, 0] - mean) * scale, labels[train_index])
-        kernel, bias = np.zeros((features.shape[-1], n_classes), np.float32), np.full(n_classes, -np.inf, np.float32)
-        coef, intercept = model.coef_, model.intercept_
-        if len(model.classes_) == 2:  # one logit z for two classes: softmax([-z/2, z/2]) = sigmoid(z)
-            coef, intercept = np.vstack([-coef / 2, coef / 2]), np.hstack([-intercept / 2, intercept / 2])
-        # A class absent from the fold's training rows keeps bias -inf: never predicted.
-        kernel[:, model.classes_], bias[model.classes_] = coef.T, intercept
-        heads.append(TrainedHead(fold, 0, mean, scale, kernel, bias, epochs=int(model.n_iter_.max())))
-    return heads, out_of_fold(heads, features, labels, folds, n_classes, "lbfgs iterations")
+    with progress(len(folds), "fit logistic regressions", "fold") as bar:
+        for fold, (train_index, _) in enumerate(folds):
+            mean, scale = standardisation(features[train_index, 0])
+            with warnings.catch_warnings():  # hitting the iteration limit is reported as the head's iteration count
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                model = LogisticRegression().fit((features[train_index, 0] - mean) * scale, labels[train_index])
+            kernel, bias = np.zeros((features.shape[-1], n_classes), np.float32), np.full(n_classes, -np.inf, np.float32)
+            coef, intercept = model.coef_, model.intercept_
+            if len(model.classes_) == 2:  # one logit z for two classes: softmax([-z/2, z/2]) = sigmoid(z)
+                coef, intercept = np.vstack([-coef / 2, coef / 2]), np.hstack([-intercept / 2, intercept / 2])
+            # A class absent from the fold's training rows keeps bias -inf: never predicted.
+            kernel[:, model.classes_], bias[model.classes_] = coef.T, intercept
+            heads.append(TrainedHead(fold, 0, mean, scale, kernel, bias, epochs=int(model.n_iter_.max())))
+            bar.update()
+    return heads, out_of_fold(heads, features, labels, folds, n_classes, views, "lbfgs iterations")
 
 
 def standardisation(train):
@@ -163,10 +170,11 @@ def standardisation(train):
     return train.mean(axis=0), (1 / np.where(std > 0, std, 1)).astype(np.float32)
 
 
-def out_of_fold(heads, features, labels, folds, n_classes, steps):
+def out_of_fold(heads, features, labels, folds, n_classes, views, steps):
     """Each head's predictions on its fold's validation rows, on every view: (head views, views, n, classes).
 
-    Also scores each head on its own view's validation rows (its val_log_loss and val_accuracy).
+    Also scores each head on its own view's validation rows (its val_log_loss and val_accuracy) and prints it,
+    naming its view by `views` and what it ran by `steps`.
     """
     n_samples, n_views = features.shape[:2]
     oof = np.zeros((max(head.view for head in heads) + 1, n_views, n_samples, n_classes), np.float32)
@@ -177,7 +185,7 @@ def out_of_fold(heads, features, labels, folds, n_classes, steps):
         score = score_predictions(oof[head.view, head.view, rows], labels[rows], n_classes)
         head.val_log_loss, head.val_accuracy = score["log_loss"], score["accuracy"]
         print(
-            f"fold {head.fold} view {head.view}: {head.epochs} {steps}, "
+            f"fold {head.fold} {views[head.view]}: {head.epochs} {steps}, "
             f"val log loss {head.val_log_loss:.4f}, accuracy {head.val_accuracy:.4f}"
         )
     return oof

@@ -2,6 +2,7 @@
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -175,6 +176,7 @@ def test_kernel_runs_alone_offline_and_equals_the_package(small_stub, tmp_path):
     result, network = run_kernel_offline(kernel, arguments, elsewhere)
     assert result.returncode == 0, result.stderr[-3000:]
     assert network == ""
+    assert_the_log_reads_well(result)
     assert package_main(["--input-root", str(small_stub), "--output-dir", str(tmp_path / "package_out"), *QUICK]) == 0
     ours, theirs = tmp_path / "kernel_out", tmp_path / "package_out"
     assert (ours / "submission.csv").read_bytes() == (theirs / "submission.csv").read_bytes()
@@ -184,6 +186,18 @@ def test_kernel_runs_alone_offline_and_equals_the_package(small_stub, tmp_path):
     for metrics in (kernel_metrics, package_metrics):
         del metrics["seconds"], metrics["summary"]  # the summary ends with the wall time
     assert kernel_metrics == package_metrics
+
+
+def assert_the_log_reads_well(result):
+    """What a competitor reads in Kaggle's log (stdout and stderr, no terminal): a bar with a rate and an ETA
+    for each long stage, ending where it ends (nothing runs into it), views named as metrics.json names them."""
+    bars = [segment for segment in re.split(r"[\r\n]+", result.stderr) if "%|" in segment]
+    for stage in ("extract train (", "extract test (", "train 10 heads", "fit logistic regressions"):
+        last = [bar for bar in bars if bar.startswith(stage)][-1]
+        assert re.search(r"\| \d+/\d+ \[[\d:]+<[\d:]+, +[\d.]+(?:\w+/s|s/\w+)(?:, [^\]]*)?\]$", last), last
+    assert all(bar.rstrip().endswith("]") for bar in bars), bars
+    assert "fold 0 original: " in result.stdout and "fold 0 flipped: " in result.stdout
+    assert "view 0" not in result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")

@@ -163,3 +163,15 @@ def test_config_imports_neither_sklearn_nor_tensorflow():
     entry = "import sys, kaggle_src.config; print(sorted({'sklearn', 'tensorflow', 'keras'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", entry], capture_output=True, text=True, cwd=REPO)
     assert result.stdout == "[]\n", result.stderr
+
+
+def test_a_smoke_run_needs_enough_images_per_breed_for_the_folds_and_extracts():
+    assert make_config(smoke=5).smoke == 5 and make_config().smoke == 0
+    for overrides, message in [
+        ({"smoke": 3}, "config smoke=3: expected 0 (off) or at least n_folds=5"),
+        ({"smoke": -1}, "config smoke=-1: expected 0 (off) or at least n_folds=5"),
+        ({"smoke": 5, "features": "run1"}, "config smoke=5: expected no features folder (a smoke run tests extraction)"),
+    ]:
+        with pytest.raises(InputError) as error:
+            make_config(**overrides)
+        assert str(error.value) == message

@@ -413,3 +413,17 @@ def test_randomly_damaged_images_never_cost_a_test_row(small_stub, tmp_path):
     prior = prior_of(labels, unreadable["train"], list(sample.columns[1:]))
     rows = submission.set_index("id").loc[sorted(unreadable["test"])].to_numpy()
     np.testing.assert_allclose(rows, np.tile(prior, (len(rows), 1)), rtol=1e-6, err_msg=context)
+
+
+def test_tensorflows_start_up_notices_are_left_out_of_the_log_and_everything_else_passed_on(tmp_path):
+    """From 2.19 TensorFlow prints them at import, twice, whatever TF_CPP_MIN_LOG_LEVEL says."""
+    (tmp_path / "noisy.py").write_text(
+        "import os\n"
+        "os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n'\n"
+        "            b'I0000 port.cc:153] oneDNN custom operations are on. You may see slightly different ...\\n'\n"
+        "            b'E0000 cuda_dnn.cc:8579] Unable to register cuDNN factory\\n')\n"
+    )
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); from kaggle_src.pipeline import import_quietly; "
+             "import_quietly('noisy'); import_quietly('tensorflow'); print('imported', file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+    assert (result.returncode, result.stderr) == (0, "E0000 cuda_dnn.cc:8579] Unable to register cuDNN factory\nimported\n")

@@ -8,6 +8,8 @@ from kaggle_src.config import make_config
 from kaggle_src.ensembles import score_predictions
 from kaggle_src.train_heads import make_folds, train_heads, train_logistic
 
+VIEWS = ("original", "flipped")
+
 
 def test_folds_are_stratified_disjoint_and_reproducible():
     labels = np.repeat(np.arange(4), [10, 15, 20, 25])
@@ -61,7 +63,7 @@ def test_without_standardise_heads_see_the_features_as_they_are_like_the_seeds()
 def test_logistic_regressions_are_scikit_learns_per_fold_on_the_original_view():
     features, labels = separable()
     folds = make_folds(labels, 3, seed=5)
-    heads, oof = train_logistic(features, labels, folds, 3)
+    heads, oof = train_logistic(features, labels, folds, 3, VIEWS)
     assert [(head.fold, head.view) for head in heads] == [(0, 0), (1, 0), (2, 0)]
     assert oof.shape == (1, 2, 60, 3)
     assert score_predictions(oof[0, 0], labels, 3)["log_loss"] < 0.5 * math.log(3)
@@ -77,7 +79,7 @@ def test_logistic_regression_keeps_every_class_column_with_two_classes_or_one_ab
     features, labels = separable(n_per_class=12)
     labels = np.where(labels == 1, 2, labels)  # classes 0 and 2 of 3 only
     folds = make_folds(labels, 3, seed=5)
-    heads, oof = train_logistic(features, labels, folds, 3)
+    heads, oof = train_logistic(features, labels, folds, 3, VIEWS)
     np.testing.assert_allclose(oof[0, 0].sum(axis=1), 1, rtol=1e-5)
     assert (oof[0, 0][:, 1] == 0).all()
     train, validation = folds[0]

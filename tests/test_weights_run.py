@@ -50,3 +50,20 @@ def test_elsewhere_it_warns_once_with_the_time_and_records_what_ran(weights_root
                                      "batch_size": {"train": 64, "test": 64}}
     assert (runtime["tensorflow"], runtime["keras"], runtime["numpy"]) == (tf.__version__, keras.__version__,
                                                                            np.__version__)
+
+
+def test_a_smoke_run_takes_a_few_images_per_breed_and_writes_no_submission(weights_root, tmp_path):
+    import leaderboard
+
+    assert pipeline.main(["--input-root", str(weights_root), "--output-dir", str(tmp_path), *FLAGS, "--smoke", "5"]) == 0
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["metrics.json", "report.md"]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert next(iter(metrics)) == "summary" and metrics["summary"].startswith(
+        "SMOKE RUN, 5 images per breed, no submission.csv: submitted "
+    )
+    assert (tmp_path / "report.md").read_text().startswith(f"# {metrics['summary']}\n")
+    assert (metrics["counts"]["train_images"], metrics["counts"]["test_images"]) == (5 * 10, 5)
+    (tmp_path / "submission.csv").write_text("id,breed\n")  # a stale one beside it is not submitted either
+    with pytest.raises(leaderboard.KaggleError, match="a smoke run's outputs .5 images per breed.: not submitted"):
+        leaderboard.submit(tmp_path, "tester/dog-breed-xception-inception", tmp_path / "experiments.csv")
+    assert not (tmp_path / "experiments.csv").exists()
