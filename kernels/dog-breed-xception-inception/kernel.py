@@ -7,14 +7,14 @@ softmax heads, and writes the ensemble with the best out-of-fold log loss to
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   0ad1c33
-    sources sha256:  0ee3c399085c05aaeb10f4d6c50feb194d97c24b9f11806e2ece2e119d321bd3
+    source commit:   056159e
+    sources sha256:  be1fdab619e0bc35d0cf9d5908ad85ca81f05de61d0c20daf6604200efcaccfa
     build settings:  none (the defaults)
     configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, standardise=False,
                      logistic=True, ensemble='', head_batch_size=128, extract_batch_size=0,
-                     precision='auto', xla='auto', n_jobs=-1, seed=2017, dry_run=False, features='',
-                     weights_dataset=''
+                     precision='auto', xla='auto', n_jobs=-1, seed=2017, dry_run=False, smoke=0,
+                     features='', weights_dataset=''
 Run here, from the repo's root:
     python kernels/dog-breed-xception-inception/kernel.py --input-root input_stub --output-dir working --dry-run
 On Kaggle:  no arguments: /kaggle/input -> /kaggle/working, the real weights.
@@ -25,7 +25,7 @@ import linecache
 import sys
 
 BUILD_SETTINGS = {}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': '0ad1c33', 'sources_sha256': '0ee3c399085c05aaeb10f4d6c50feb194d97c24b9f11806e2ece2e119d321bd3', 'settings': {}}
+BUILD = {'commit': '056159e', 'sources_sha256': 'be1fdab619e0bc35d0cf9d5908ad85ca81f05de61d0c20daf6604200efcaccfa', 'settings': {}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -66,6 +66,7 @@ DEFAULT_BACKBONES = ("xception", "inception_v3")  # the seed's pair
 DRY_RUN_IMAGE_SIZE = 96  # what --dry-run uses unless --image-size is given
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 XLA_MODES = ("auto", "on", "off")
+PROGRESS_SECONDS = 10  # a progress bar's refresh in a log that is no terminal
 
 
 class InputError(ValueError):
@@ -75,6 +76,13 @@ class InputError(ValueError):
 def warn(message):
     """Report a problem the run survives: one line on stderr, on a line of its own even while a progress bar runs."""
     tqdm.write(f"warning: {message}", file=sys.stderr)
+
+
+def progress(total, desc, unit):
+    """A progress bar on stderr with a rate and an ETA. In a log that is no terminal (Kaggle's), a line every
+    PROGRESS_SECONDS at most, so that a long stage does not flood it; close it before printing anything else."""
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                mininterval=2 if sys.stderr.isatty() else PROGRESS_SECONDS)
 
 
 def setting(default, meaning, metavar=None, shown_default=None):
@@ -150,6 +158,11 @@ class Config:
         False, f"random-init backbones (no weights files, for CPU and CI), {DRY_RUN_IMAGE_SIZE} px images and "
         "standardised heads, unless --image-size or --no-standardise is given",
     )
+    smoke: int = setting(
+        0, "a smoke test of the real path before a full run spends GPU quota: N training images per breed and N "
+        "test images; writes metrics.json and report.md, marked as a smoke run, and no submission.csv (at least "
+        "--n-folds)", "N", "0: off, every image",
+    )
     features: str = setting(
         "", "heads-only: search DIR for a saved features_manifest.json and train on those features instead of "
         "extracting", "DIR",
@@ -193,6 +206,10 @@ class Config:
                 f"config ensemble={self.ensemble!r}: expected one of the options these settings score: "
                 + ", ".join(scored)
             )
+        if 0 < self.smoke < self.n_folds or self.smoke < 0:
+            raise InputError(f"config smoke={self.smoke}: expected 0 (off) or at least n_folds={self.n_folds}")
+        if self.smoke and self.features:
+            raise InputError(f"config smoke={self.smoke}: expected no features folder (a smoke run tests extraction)")
         if self.n_jobs == 0 or self.n_jobs < -1:
             raise InputError(f"config n_jobs={self.n_jobs}: expected a positive count or -1 (all cores)")
 
@@ -435,6 +452,7 @@ Kaggle has changed how it nests /kaggle/input before, so nothing here hard-codes
 root: the competition folder is whichever folder holds both CSVs, and each weights file is found by
 its Keras file name.
 """
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass
@@ -467,6 +485,13 @@ class Competition:
 
     def image_paths(self, split):
         return [self.directory / split / f"{image_id}.jpg" for image_id in self.ids(split)]
+
+    def first(self, n):
+        """The competition cut to the first `n` training images of each breed and the first `n` test images: what
+        a smoke run runs on."""
+        keep = np.sort(np.concatenate([np.flatnonzero(self.train_labels == label)[:n] for label in range(len(self.classes))]))
+        return dataclasses.replace(self, train_ids=[self.train_ids[index] for index in keep],
+                                   train_labels=self.train_labels[keep], test_ids=self.test_ids[:n])
 
 
 def on_kaggle():
@@ -647,7 +672,6 @@ import time
 import cv2
 import numpy as np
 from joblib import Parallel, delayed
-from tqdm.auto import tqdm
 
 from .config import warn
 
@@ -706,8 +730,7 @@ class LoadedImages:
             done = Parallel(n_jobs=self.n_jobs, prefer="threads", return_as="generator")(
                 delayed(load_into)(index) for index in range(len(self.paths))
             )
-            progress = tqdm(done, total=len(self.paths), desc=f"load {self.desc}", unit="img", mininterval=2)
-            for index, loaded in enumerate(progress):
+            for index, loaded in enumerate(done):
                 with self._changed:
                     if not loaded:
                         self.failed.append(index)
@@ -739,7 +762,8 @@ class LoadedImages:
 
 
 def load_images(paths, size, n_jobs=-1, desc="images"):
-    """Start decoding `paths` into one uint8 RGB array behind a progress bar; returns LoadedImages at once."""
+    """Start decoding `paths` into one uint8 RGB array in the background; returns LoadedImages at once. (Its
+    progress shows in the extraction's bar, which waits on it.)"""
     return LoadedImages(paths, size, n_jobs, desc)
 '''
 
@@ -767,7 +791,7 @@ import tensorflow as tf
 from keras import ops
 
 from .backbones import BACKBONES
-from .config import InputError
+from .config import InputError, progress
 
 CPU_BATCH_SIZE = 64  # images per batch without a GPU
 MAX_BATCH_SIZE = 256  # images per replica at most
@@ -949,14 +973,25 @@ def extract_features(extractor, images, batch_size=0):
             print(f"out of GPU memory: extracting again with {batch_size} images per batch")
 
 
+class ProgressCallback(keras.callbacks.Callback):
+    """Moves a progress bar on by the images of each batch that `predict` finishes."""
+
+    def __init__(self, bar, batch_size):
+        super().__init__()
+        self.bar, self.batch_size = bar, batch_size
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self.bar.update(min(self.batch_size, self.bar.total - self.bar.n))
+
+
 def _predict(extractor, images, batch_size):
     size = extractor.input_shape[1]
     dataset = tf.data.Dataset.from_generator(
         lambda: images.batches(batch_size),
         output_signature=tf.TensorSpec((None, size, size, 3), tf.uint8),
     ).apply(tf.data.experimental.assert_cardinality(-(-len(images) // batch_size))).prefetch(2)
-    print(f"extract {images.desc}: {len(images)} images, {batch_size} per batch")
-    features = extractor.predict(dataset, verbose=0)
+    with progress(len(images), f"extract {images.desc} ({batch_size} a batch)", "img") as bar:
+        features = extractor.predict(dataset, verbose=0, callbacks=[ProgressCallback(bar, batch_size)])
     return np.asarray(features, np.float32)
 '''
 
@@ -1092,6 +1127,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
+from .config import progress
 from .ensembles import score_predictions
 
 
@@ -1173,6 +1209,7 @@ def train_heads(features, labels, folds, n_classes, config):
     shuffle = np.random.default_rng(config.seed)
     best_loss, best_epoch = np.full(len(heads), np.inf), np.zeros(len(heads), int)
     active = list(range(len(heads)))
+    bar = progress(config.max_epochs, f"train {len(heads)} heads", "epoch")
     for epoch in range(config.max_epochs):
         orders = [shuffle.permutation(folds[heads[index].fold][0]) for index in active]
         for start in range(0, max(map(len, orders)), config.head_batch_size):
@@ -1194,29 +1231,34 @@ def train_heads(features, labels, folds, n_classes, config):
             if epoch - best_epoch[index] >= config.patience or epoch + 1 == config.max_epochs:
                 head.epochs = epoch + 1
                 active.remove(index)
+        bar.set_postfix_str(f"{len(active)} training, best val log loss {best_loss.min():.4f}", refresh=False)
+        bar.update()
         if not active:
             break
-    return heads, out_of_fold(heads, features, labels, folds, n_classes, "epochs")
+    bar.close()
+    return heads, out_of_fold(heads, features, labels, folds, n_classes, config.views, "epochs")
 
 
-def train_logistic(features, labels, folds, n_classes):
+def train_logistic(features, labels, folds, n_classes, views):
     """One logistic regression per fold on the original view of `features` (n, views, d), as TrainedHeads;
-    return (heads, out-of-fold predictions)."""
+    return (heads, out-of-fold predictions). `views` names the views, for the log."""
     features = np.asarray(features, np.float32)
     heads = []
-    for fold, (train_index, _) in enumerate(folds):
-        mean, scale = standardisation(features[train_index, 0])
-        with warnings.catch_warnings():  # hitting the iteration limit is reported as the head's iteration count
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model = LogisticRegression().fit((features[train_index, 0] - mean) * scale, labels[train_index])
-        kernel, bias = np.zeros((features.shape[-1], n_classes), np.float32), np.full(n_classes, -np.inf, np.float32)
-        coef, intercept = model.coef_, model.intercept_
-        if len(model.classes_) == 2:  # one logit z for two classes: softmax([-z/2, z/2]) = sigmoid(z)
-            coef, intercept = np.vstack([-coef / 2, coef / 2]), np.hstack([-intercept / 2, intercept / 2])
-        # A class absent from the fold's training rows keeps bias -inf: never predicted.
-        kernel[:, model.classes_], bias[model.classes_] = coef.T, intercept
-        heads.append(TrainedHead(fold, 0, mean, scale, kernel, bias, epochs=int(model.n_iter_.max())))
-    return heads, out_of_fold(heads, features, labels, folds, n_classes, "lbfgs iterations")
+    with progress(len(folds), "fit logistic regressions", "fold") as bar:
+        for fold, (train_index, _) in enumerate(folds):
+            mean, scale = standardisation(features[train_index, 0])
+            with warnings.catch_warnings():  # hitting the iteration limit is reported as the head's iteration count
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                model = LogisticRegression().fit((features[train_index, 0] - mean) * scale, labels[train_index])
+            kernel, bias = np.zeros((features.shape[-1], n_classes), np.float32), np.full(n_classes, -np.inf, np.float32)
+            coef, intercept = model.coef_, model.intercept_
+            if len(model.classes_) == 2:  # one logit z for two classes: softmax([-z/2, z/2]) = sigmoid(z)
+                coef, intercept = np.vstack([-coef / 2, coef / 2]), np.hstack([-intercept / 2, intercept / 2])
+            # A class absent from the fold's training rows keeps bias -inf: never predicted.
+            kernel[:, model.classes_], bias[model.classes_] = coef.T, intercept
+            heads.append(TrainedHead(fold, 0, mean, scale, kernel, bias, epochs=int(model.n_iter_.max())))
+            bar.update()
+    return heads, out_of_fold(heads, features, labels, folds, n_classes, views, "lbfgs iterations")
 
 
 def standardisation(train):
@@ -1225,10 +1267,11 @@ def standardisation(train):
     return train.mean(axis=0), (1 / np.where(std > 0, std, 1)).astype(np.float32)
 
 
-def out_of_fold(heads, features, labels, folds, n_classes, steps):
+def out_of_fold(heads, features, labels, folds, n_classes, views, steps):
     """Each head's predictions on its fold's validation rows, on every view: (head views, views, n, classes).
 
-    Also scores each head on its own view's validation rows (its val_log_loss and val_accuracy).
+    Also scores each head on its own view's validation rows (its val_log_loss and val_accuracy) and prints it,
+    naming its view by `views` and what it ran by `steps`.
     """
     n_samples, n_views = features.shape[:2]
     oof = np.zeros((max(head.view for head in heads) + 1, n_views, n_samples, n_classes), np.float32)
@@ -1239,7 +1282,7 @@ def out_of_fold(heads, features, labels, folds, n_classes, steps):
         score = score_predictions(oof[head.view, head.view, rows], labels[rows], n_classes)
         head.val_log_loss, head.val_accuracy = score["log_loss"], score["accuracy"]
         print(
-            f"fold {head.fold} view {head.view}: {head.epochs} {steps}, "
+            f"fold {head.fold} {views[head.view]}: {head.epochs} {steps}, "
             f"val log loss {head.val_log_loss:.4f}, accuracy {head.val_accuracy:.4f}"
         )
     return oof
@@ -1580,11 +1623,13 @@ def confused_pairs(probabilities, labels, classes, top=10):
 
 def summary_line(metrics):
     """The run in one line, as metrics.json and report.md open: the submitted option, its out-of-fold log loss
-    and accuracy, and the wall time."""
+    and accuracy, and the wall time; a smoke run says first that it is one."""
     option = metrics["chosen"]["option"]
     scores = metrics["options"][option]
+    smoke = (f"SMOKE RUN, {metrics['smoke']} images per breed, no submission.csv: "
+             if metrics.get("smoke") else "")
     return (
-        f"submitted {option}: out-of-fold log loss {scores['log_loss']:.4f}, accuracy {scores['accuracy']:.3f}; "
+        f"{smoke}submitted {option}: out-of-fold log loss {scores['log_loss']:.4f}, accuracy {scores['accuracy']:.3f}; "
         f"{metrics['seconds']['total']:.0f} s"
     )
 
@@ -1656,8 +1701,11 @@ SOURCES['kaggle_src.pipeline'] = r'''
     python -m kaggle_src --input-root input_stub --output-dir working --dry-run
 """
 import argparse
+import importlib
 import math
+import os
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -1674,10 +1722,11 @@ from .load_images import load_images
 from .predict import class_prior, predict_views
 from .report import confused_pairs, report_markdown, summary_line
 from .write_outputs import (
-    SubmissionError, make_submission, write_metrics, write_oof_predictions, write_report, write_submission,
-    write_test_predictions,
+    SubmissionError, make_submission, validate_submission, write_metrics, write_oof_predictions, write_report,
+    write_submission, write_test_predictions,
 )
 
+TF_IMPORT_NOISE = ("All log messages before absl::InitializeLog() is called", "oneDNN custom operations are on")
 MAX_NAMED = 20  # unreadable images named one line each, per split; the rest in one line (metrics.json lists all)
 
 
@@ -1699,12 +1748,15 @@ def run(config, input_root, output_dir, build=None):
     with stage("find_inputs"):
         competition_dir, weights = find_inputs(input_root, config)
         competition = read_competition(competition_dir)
+        if config.smoke:
+            competition = competition.first(config.smoke)
         output_dir = prepare_output_dir(output_dir)
         if config.features:
             cache = find_features(config.features)
             manifest = read_manifest(cache, competition, config)
     # TensorFlow is imported only now that every check has passed, so that a stop above takes a second and
     # its one line stands alone: from TensorFlow 2.19, import logs ignore TF_CPP_MIN_LOG_LEVEL.
+    import_quietly("tensorflow")
     import keras
     import tensorflow as tf
 
@@ -1747,9 +1799,10 @@ def run(config, input_root, output_dir, build=None):
             seconds["load_images"] += images.seconds
             failed[split] = images.failed
             del images
-        with stage("save_features"):
-            commit = build["commit"] if build else "unbuilt (python -m kaggle_src)"
-            features = save_features(output_dir, features, competition, config, weights, failed, commit)
+        if not config.smoke:  # a smoke run's features cover a few images: of no use to a heads-only run
+            with stage("save_features"):
+                commit = build["commit"] if build else "unbuilt (python -m kaggle_src)"
+                features = save_features(output_dir, features, competition, config, weights, failed, commit)
     for split in ("train", "test"):
         warn_unreadable(competition, split, failed[split], config.n_folds)
 
@@ -1764,7 +1817,7 @@ def run(config, input_root, output_dir, build=None):
     families = {"heads": (heads, oof)}
     if config.logistic:
         with stage("train_logistic"):
-            families["logistic"] = train_logistic(train, labels, folds, n_classes)
+            families["logistic"] = train_logistic(train, labels, folds, n_classes, config.views)
 
     # 5. Predict the test set with every head on every view; score each ensembling option out of fold
     # and take the best. An unreadable test image gets the class prior.
@@ -1781,23 +1834,27 @@ def run(config, input_root, output_dir, build=None):
             scored.test[failed["test"]] = prior
 
     # 6. Write every option's validated test predictions, then the chosen one's as the submission, its
-    # out-of-fold predictions, the metrics and the report.
+    # out-of-fold predictions, the metrics and the report. A smoke run's predictions cover a few images:
+    # its submission is validated, not written, nor are the others, so that none is taken for a submission.
     with stage("write"):
-        write_test_predictions(
-            {scored.option.name: scored.test for scored in options},
-            competition.test_ids,
-            competition.classes,
-            output_dir / "test_predictions",
-        )
         submission = make_submission(competition.test_ids, competition.classes, chosen.test)
-        write_submission(submission, competition.test_ids, competition.classes, output_dir / "submission.csv")
-        write_oof_predictions(
-            [competition.train_ids[index] for index in readable],
-            [competition.classes[label] for label in labels],
-            competition.classes,
-            chosen.oof,
-            output_dir / "oof_predictions.csv",
-        )
+        if config.smoke:
+            validate_submission(submission, competition.test_ids, competition.classes)
+        else:
+            write_test_predictions(
+                {scored.option.name: scored.test for scored in options},
+                competition.test_ids,
+                competition.classes,
+                output_dir / "test_predictions",
+            )
+            write_submission(submission, competition.test_ids, competition.classes, output_dir / "submission.csv")
+            write_oof_predictions(
+                [competition.train_ids[index] for index in readable],
+                [competition.classes[label] for label in labels],
+                competition.classes,
+                chosen.oof,
+                output_dir / "oof_predictions.csv",
+            )
     metrics = cv_metrics(heads, oof, options, chosen, labels, config.views)
     metrics["confused"] = confused_pairs(chosen.oof, labels, competition.classes)
     metrics["unreadable"] = {split: [competition.ids(split)[index] for index in failed[split]] for split in failed}
@@ -1818,12 +1875,34 @@ def run(config, input_root, output_dir, build=None):
         "gpus": gpu_names(), "extraction": None if config.features else extraction,
     }
     metrics["config"] = config.as_dict()
+    if config.smoke:
+        metrics["smoke"] = config.smoke
     if build is not None:
         metrics["build"] = build
     metrics = {"summary": summary_line(metrics), **metrics}
     write_metrics(metrics, output_dir / "metrics.json")
     write_report(report_markdown(metrics), output_dir / "report.md")
     return metrics
+
+
+def import_quietly(name):
+    """Import module `name` (TensorFlow) with TensorFlow's start-up notices (TF_IMPORT_NOISE) left out of the log:
+    from 2.19 it prints them, twice, whatever TF_CPP_MIN_LOG_LEVEL says. Every other line written to stderr
+    meanwhile, by Python or by C++, is passed on."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            importlib.import_module(name)
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not any(noise in line for noise in TF_IMPORT_NOISE):
+                    sys.stderr.write(line)
 
 
 def warn_unreadable(competition, split, failed, n_folds):
@@ -1891,6 +1970,8 @@ def main(argv=None, settings=None, build=None):
 
     `settings` are Config values baked in by build_kernel.py; flags given on the command line win.
     """
+    if hasattr(sys.stdout, "reconfigure"):  # in a log (Kaggle's), stdout's lines keep their place among stderr's
+        sys.stdout.reconfigure(line_buffering=True)
     parser = CommandLineParser(
         prog="kaggle_src",
         description=__doc__.splitlines()[0],
@@ -1917,7 +1998,10 @@ def main(argv=None, settings=None, build=None):
         + f" (chance {metrics['chance_log_loss']:.4f})"
     )
     print(metrics["summary"])
-    print(f"wrote {output_dir}/submission.csv, oof_predictions.csv, test_predictions/, metrics.json and report.md")
+    if config.smoke:
+        print(f"wrote {output_dir}/metrics.json and report.md (a smoke run writes no submission.csv)")
+    else:
+        print(f"wrote {output_dir}/submission.csv, oof_predictions.csv, test_predictions/, metrics.json and report.md")
     return 0
 '''
 
