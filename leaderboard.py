@@ -203,6 +203,8 @@ def submissions():
 
 def refresh_scores(log):
     """Fill in the leaderboard scores of the log's submissions (by ref, else by message); return the rows."""
+    if not Path(log).is_file():
+        raise KaggleError(f"{log}: no experiments log yet: --push or --submit writes it")
     listed = submissions()
     rows = read_log(log)
     for row in rows:

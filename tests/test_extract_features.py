@@ -168,12 +168,12 @@ def test_out_of_memory_halves_the_batch_and_starts_again(backbones, images, tmp_
     extractor = fuse_views(backbones, SIZE)
     predict, batch_sizes = extractor.predict, []
 
-    def predict_with_little_memory(dataset, verbose):
+    def predict_with_little_memory(dataset, **kwargs):
         sizes = [len(batch) for batch in dataset]
         batch_sizes.append(sizes[0])
         if sizes[0] > 1:
             raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
-        return predict(dataset, verbose=verbose)
+        return predict(dataset, **kwargs)
 
     extractor.predict = predict_with_little_memory
     features = extract_features(extractor, loaded(images, tmp_path), batch_size=4)[0]

@@ -223,3 +223,9 @@ def test_scores_fail_on_a_reply_that_is_not_a_list_of_submissions(api, tmp_path,
     (tmp_path / "experiments.csv").write_text(",".join(leaderboard.EXPERIMENT_FIELDS) + "\n")
     assert loop(tmp_path, "--scores") == 2
     assert "kaggle competitions submissions failed: Internal error" in one_error_line(capsys)
+
+
+def test_scores_without_an_experiments_log_say_so_in_one_line(api, tmp_path, capsys):
+    assert loop(tmp_path, "--scores") == 2
+    assert "no experiments log yet" in one_error_line(capsys)
+    assert not api.calls
