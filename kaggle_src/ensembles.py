@@ -9,6 +9,10 @@ Temperature scaling divides the log-probabilities by a temperature T fitted to m
 on out-of-fold predictions. It is cross-fitted: each fold's rows are scaled with the T fitted on the
 other folds' rows, so its score is never taken on the rows it was fitted on; the test predictions
 get the T fitted on every row.
+
+The blend is the other options' predictions, weighted: the weights (on the simplex) maximise the
+likelihood of the true breeds, fitted as the temperature is, cross-fitted for its own score and on
+every row for the test. It is submitted only when it beats every option it blends, out of fold.
 """
 import math
 from dataclasses import dataclass
@@ -22,7 +26,7 @@ MAX_TEMPERATURE = 20.0  # temperatures are searched in [1 / MAX_TEMPERATURE, MAX
 @dataclass(frozen=True)
 class Option:
     name: str
-    family: str  # whose predictions: "heads" (dropout + softmax) or "logistic" (logistic regressions)
+    family: str  # whose predictions: "heads" (dropout + softmax), "logistic" (logistic regressions), or "options"
     tta: bool  # each head on every view (test-time augmentation), not only its own
     geometric: bool  # geometric mean (renormalised) rather than arithmetic
     temperature: bool  # temperature-scaled
@@ -39,7 +43,9 @@ OPTIONS = (
         "each head on both views, geometric mean, temperature-scaled",
     ),
     Option("logistic", "logistic", False, False, False, "logistic regressions on the original view, arithmetic mean"),
+    Option("blend", "options", False, False, False, "the options above, weighted to fit the out-of-fold rows"),
 )
+BLEND_ITERATIONS = 500  # EM steps for the blend's weights: each raises the likelihood
 
 
 @dataclass
@@ -52,11 +58,17 @@ class ScoredOption:
     log_loss: float
     accuracy: float
     temperature: float | None = None  # fitted on every out-of-fold row, applied to the test; None: not scaled
+    weights: dict | None = None  # the blend's: {option: weight}, fitted on every out-of-fold row
 
     def scores(self):
-        """What metrics.json records: log loss, accuracy and, for a scaled option, its temperature."""
+        """What metrics.json records: log loss, accuracy and, for a scaled option, its temperature; for the
+        blend, its weights."""
         scores = {"log_loss": self.log_loss, "accuracy": self.accuracy}
-        return scores if self.temperature is None else {**scores, "temperature": self.temperature}
+        if self.temperature is not None:
+            scores["temperature"] = self.temperature
+        if self.weights is not None:
+            scores["weights"] = self.weights
+        return scores
 
 
 def score_predictions(probabilities, labels, n_classes):
@@ -79,6 +91,9 @@ def score_options(predictions, labels, folds):
     """
     scored = []
     for option in OPTIONS:
+        if option.family == "options":
+            scored.append(blend(option, scored, labels, folds))
+            continue
         if option.family not in predictions:
             continue
         oof, test = predictions[option.family]
@@ -96,6 +111,33 @@ def score_options(predictions, labels, folds):
         scores = score_predictions(oof_mean, labels, oof.shape[-1])
         scored.append(ScoredOption(option, oof_mean, test_mean, scores["log_loss"], scores["accuracy"], temperature))
     return scored
+
+
+def blend(option, scored, labels, folds):
+    """The options `scored` weighted to maximise the likelihood of `labels` out of fold: each fold's rows with
+    the weights fitted on the other folds' rows, the test with those fitted on every row."""
+    rows = np.arange(len(labels))
+    truth = np.stack([candidate.oof[rows, labels] for candidate in scored])  # (options, n): p of the true breed
+    oof = np.empty_like(scored[0].oof)
+    for train_index, validation_index in folds:
+        weights = fit_blend_weights(truth[:, train_index])
+        oof[validation_index] = np.tensordot(weights, [candidate.oof[validation_index] for candidate in scored], 1)
+    weights = fit_blend_weights(truth)
+    test = np.tensordot(weights, [candidate.test for candidate in scored], 1)
+    scores = score_predictions(oof, labels, oof.shape[-1])
+    return ScoredOption(option, oof, test, scores["log_loss"], scores["accuracy"],
+                        weights={candidate.option.name: float(weight) for candidate, weight in zip(scored, weights)})
+
+
+def fit_blend_weights(truth):
+    """Weights on the simplex that maximise mean(log(weights @ truth)), `truth` (options, n) being each option's
+    probability of each row's true class: the mixture-proportion EM update, which never lowers the likelihood."""
+    truth = np.clip(np.asarray(truth, np.float64), EPS, 1)
+    weights = np.full(len(truth), 1 / len(truth))
+    for _ in range(BLEND_ITERATIONS):
+        weights *= (truth / (weights @ truth)).mean(axis=1)
+        weights /= weights.sum()
+    return weights
 
 
 def scored_names(flips, logistic):

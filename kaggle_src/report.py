@@ -56,6 +56,8 @@ def report_markdown(metrics):
         *(
             f"| {_bold(name, name == chosen['option'])} | {descriptions[name]}"
             + (f" (T = {scores['temperature']:.3f})" if "temperature" in scores else "")
+            + (" (" + ", ".join(f"{option} {weight:.2f}" for option, weight in scores["weights"].items()
+                               if weight >= 0.005) + ")" if "weights" in scores else "")
             + f" | {scores['log_loss']:.4f} | {scores['accuracy']:.4f} |"
             for name, scores in options.items()
         ),

@@ -3,7 +3,8 @@ import math
 import numpy as np
 
 from kaggle_src.ensembles import (
-    OPTIONS, choose, combine, cross_fit_temperature, fit_temperature, scale, score_options, scored_names,
+    OPTIONS, choose, combine, cross_fit_temperature, fit_blend_weights, fit_temperature, scale, score_options,
+    scored_names,
 )
 from kaggle_src.train_heads import make_folds
 
@@ -96,7 +97,7 @@ def test_a_tie_goes_to_the_earlier_option():
     labels = rng.integers(0, 3, 30)
     same = probabilities(rng, 1, 1, 30, 3)  # one view: seed and geometric are the same prediction
     scored = score_options({"heads": (same, probabilities(rng, 3, 1, 1, 4, 3))}, labels, make_folds(labels, 3, seed=2))
-    assert [s.option.name for s in scored] == ["seed", "geometric"]  # no tta with one view, no logistic asked for
+    assert [s.option.name for s in scored] == ["seed", "geometric", "blend"]  # no tta with one view, no logistic
     assert choose(scored).option.name == "seed"
 
 
@@ -137,3 +138,35 @@ def test_cross_fitting_scales_each_fold_with_a_temperature_fitted_on_the_other_f
     scaled = cross_fit_temperature(predictions, labels, folds)
     np.testing.assert_allclose(scaled[first], predictions[first], atol=0.05)  # the others say T is about 1
     assert fit_temperature(predictions[first], labels[first]) > 3  # fitted on its own rows, it would have changed
+
+
+def test_blend_weights_maximise_the_likelihood_of_the_true_classes():
+    rng = np.random.default_rng(7)
+    truth = np.stack([rng.uniform(0.2, 0.9, 500), rng.uniform(0.05, 0.95, 500)])  # two options' p(true class)
+    weights = fit_blend_weights(truth)
+    assert weights.shape == (2,) and math.isclose(weights.sum(), 1) and (weights >= 0).all()
+    grid = np.linspace(0, 1, 1001)
+    best = grid[np.argmax([np.log(w * truth[0] + (1 - w) * truth[1]).mean() for w in grid])]
+    assert abs(weights[0] - best) < 2e-3
+    assert fit_blend_weights(np.stack([truth[0], truth[0] * 0.5]))[0] > 0.999  # a dominated option gets nothing
+
+
+def test_the_blend_is_cross_fitted_and_its_test_weights_fitted_on_every_row():
+    rng = np.random.default_rng(8)
+    labels = rng.integers(0, 4, 120)
+    folds = make_folds(labels, 4, seed=8)
+    heads = (probabilities(rng, 2, 2, 120, 4), probabilities(rng, 4, 2, 2, 9, 4))
+    logistic = (probabilities(rng, 1, 2, 120, 4), probabilities(rng, 4, 1, 2, 9, 4))
+    scored = score_options({"heads": heads, "logistic": logistic}, labels, folds)
+    *others, blend = scored
+    assert blend.option.name == "blend"
+    truth = np.stack([other.oof[np.arange(120), labels] for other in others])
+    for train_index, validation_index in folds:
+        weights = fit_blend_weights(truth[:, train_index])
+        expected = sum(w * other.oof[validation_index] for w, other in zip(weights, others))
+        np.testing.assert_allclose(blend.oof[validation_index], expected, rtol=1e-9)
+    weights = fit_blend_weights(truth)
+    np.testing.assert_allclose(blend.test, sum(w * other.test for w, other in zip(weights, others)), rtol=1e-9)
+    assert blend.scores()["weights"] == {other.option.name: float(w) for other, w in zip(others, weights)}
+    assert math.isclose(blend.log_loss, log_loss(blend.oof, labels), rel_tol=1e-9)
+    np.testing.assert_allclose(blend.oof.sum(axis=1), 1, rtol=1e-9)
