@@ -8,9 +8,11 @@ Kaggle. Ids are 32 hex characters, the breeds are the real 120 (the first N with
 sample_submission.csv lists the test ids in an order unlike the file system's, so a pipeline
 that mixes up ids, labels or columns is caught. The test images' breeds go to
 <out>/stub_test_labels.csv, outside the competition folder, so tests can score a submission. Each breed has its own pair of colours and its
-own stripe angle and frequency, so even random-init backbones separate the breeds far better
+own chevron of stripes (an angle and a frequency), so even random-init backbones separate the breeds far better
 than chance: a dry run's out-of-fold log loss far below ln(classes) proves that everything
-stayed aligned. Deterministic for a given seed.
+stayed aligned. The chevrons are mirrored about the image's vertical centre line, so a horizontal flip
+leaves every breed's pattern as it was: a breed keeps its class when flipped, as a dog does (plain
+oriented stripes would turn angle θ into π − θ, another breed's look). Deterministic for a given seed.
 """
 import argparse
 from pathlib import Path
@@ -45,14 +47,31 @@ COMPETITION = "dog-breed-identification"
 TEST_ANSWERS = "stub_test_labels.csv"  # beside, not inside, the competition folder: for tests only
 
 
-def breed_image(rng, signature, height, width):
-    """A BGR image of one breed: two colours blended by oriented stripes, plus noise."""
+def breed_signatures(rng, classes):
+    """Each breed's signature: two BGR colours, its stripes' angle in [0, π) and frequency (cycles per pixel)."""
+    return [
+        (rng.uniform(0, 255, 3), rng.uniform(0, 255, 3), rng.uniform(0, np.pi), rng.uniform(0.02, 0.15))
+        for _ in range(classes)
+    ]
+
+
+def breed_pattern(signature, phase, height, width):
+    """A breed's noiseless float BGR pattern: its two colours blended by stripes in a chevron.
+
+    The stripes run at the signature's angle on the right half and mirrored on the left (the distance across is
+    taken from the vertical centre line, |x - (width - 1) / 2|), so the pattern is its own horizontal mirror.
+    Angles θ and π - θ give chevrons pointing up and down: distinct breeds, each flip-invariant.
+    """
     colour_a, colour_b, angle, frequency = signature
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    along = xs * np.cos(angle) + ys * np.sin(angle)
-    phase = rng.uniform(0, 2 * np.pi)
+    along = np.abs(xs - (width - 1) / 2) * np.cos(angle) + ys * np.sin(angle)
     mix = 0.5 + 0.5 * np.sin(2 * np.pi * frequency * along + phase)
-    image = colour_a * mix[..., None] + colour_b * (1 - mix[..., None])
+    return colour_a * mix[..., None] + colour_b * (1 - mix[..., None])
+
+
+def breed_image(rng, signature, height, width):
+    """A BGR uint8 image of one breed: its pattern at a random phase, plus noise."""
+    image = breed_pattern(signature, rng.uniform(0, 2 * np.pi), height, width)
     image += rng.normal(0, 10, image.shape)
     return np.clip(image, 0, 255).astype(np.uint8)
 
@@ -63,10 +82,7 @@ def make_stub(out, classes=120, train_per_class=6, test_per_class=1, seed=0):
         raise ValueError(f"classes={classes}: expected 2 to {len(BREEDS)}")
     rng = np.random.default_rng(seed)
     breeds = BREEDS[:classes]
-    signatures = [
-        (rng.uniform(0, 255, 3), rng.uniform(0, 255, 3), rng.uniform(0, np.pi), rng.uniform(0.02, 0.15))
-        for _ in breeds
-    ]
+    signatures = breed_signatures(rng, classes)
     root = Path(out) / COMPETITION
     for split in ("train", "test"):
         (root / split).mkdir(parents=True, exist_ok=True)

@@ -16,19 +16,11 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from make_stub import COMPETITION, make_stub  # noqa: E402
+from tools.real_weights import write_legacy_weights  # noqa: E402,F401  (the tests and benchmarks take it from here)
 
 REPO = Path(__file__).resolve().parents[1]
 INPUT_STUB = REPO / "input_stub"
 QUICK = ["--dry-run", "--image-size", "75", "--max-epochs", "5"]  # a dry run of a few seconds on small_stub
-
-
-def write_legacy_weights(model, path):
-    """Write `model`'s weights in the legacy Keras .h5 layout of the published ImageNet files."""
-    import h5py
-    from keras.src.legacy.saving import legacy_h5_format
-
-    with h5py.File(path, "w") as file:
-        legacy_h5_format.save_weights_to_hdf5_group(file, model)
 
 
 def exif_segment(orientation):
