@@ -42,7 +42,8 @@ OPTIONS = (
         "tta_geometric_temperature", "heads", True, True, True,
         "each head on both views, geometric mean, temperature-scaled",
     ),
-    Option("logistic", "logistic", False, False, False, "logistic regressions on the original view, arithmetic mean"),
+    Option("logistic", "logistic", False, False, False, "logistic regressions fitted on every view, each applied to "
+           "every view, arithmetic mean"),
     Option("blend", "options", False, False, False, "the options above, weighted to fit the out-of-fold rows"),
 )
 BLEND_ITERATIONS = 500  # EM steps for the blend's weights: each raises the likelihood

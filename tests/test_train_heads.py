@@ -6,7 +6,8 @@ from sklearn.linear_model import LogisticRegression
 
 from kaggle_src.config import make_config
 from kaggle_src.ensembles import score_predictions
-from kaggle_src.train_heads import make_folds, train_heads, train_logistic
+from kaggle_src import train_heads as train_heads_module
+from kaggle_src.train_heads import C_GRID, choose_by_cross_fitting, make_folds, train_heads, train_logistic
 
 VIEWS = ("original", "flipped")
 
@@ -52,7 +53,7 @@ def test_heads_learn_separable_features_and_fill_every_out_of_fold_row():
 
 def test_without_standardise_heads_see_the_features_as_they_are_like_the_seeds():
     features, labels = separable()
-    config = make_config(n_folds=3, max_epochs=40, patience=40, learning_rate=0.02)
+    config = make_config(n_folds=3, max_epochs=40, patience=40, learning_rate=0.02, standardise=False)
     heads, oof = train_heads(features, labels, make_folds(labels, 3, config.seed), 3, config)
     for head in heads:
         assert not head.mean.any() and (head.scale == 1).all()
@@ -60,33 +61,63 @@ def test_without_standardise_heads_see_the_features_as_they_are_like_the_seeds()
     assert score_predictions(oof[1, 1], labels, 3)["log_loss"] > 0.9 * math.log(3)  # the 1e-5-scale view cannot
 
 
-def test_logistic_regressions_are_scikit_learns_per_fold_on_the_original_view():
-    features, labels = separable()
+def two_alike_views(n_per_class=20, seed=0):
+    """separable()'s labels, with a second view like the first (as a flip of a dog is): the first view plus noise."""
+    features, labels = separable(n_per_class, seed=seed)
+    features[:, 1] = features[:, 0] + np.random.default_rng(seed + 1).normal(0, 0.3, features[:, 0].shape)
+    return features, labels
+
+
+def logistic_reference(features, labels, train, c):
+    """scikit-learn's LogisticRegression at C=`c`, cold, on the standardised rows of both views of `train`; and
+    the standardisation, for applying it."""
+    rows = features[train].reshape(-1, features.shape[-1])
+    mean, std = rows.mean(axis=0), rows.std(axis=0)
+    return LogisticRegression(C=c).fit((rows - mean) / std, np.repeat(labels[train], 2)), mean, std
+
+
+def test_logistic_regressions_fit_every_view_and_take_the_c_that_the_other_folds_validate():
+    features, labels = two_alike_views()
     folds = make_folds(labels, 3, seed=5)
     heads, oof = train_logistic(features, labels, folds, 3, VIEWS)
-    assert [(head.fold, head.view) for head in heads] == [(0, 0), (1, 0), (2, 0)]
-    assert oof.shape == (1, 2, 60, 3)
-    assert score_predictions(oof[0, 0], labels, 3)["log_loss"] < 0.5 * math.log(3)
-    train, validation = folds[1]
-    x = features[train, 0]
-    reference = LogisticRegression().fit((x - x.mean(axis=0)) / x.std(axis=0), labels[train])
-    expected = reference.predict_proba((features[validation, 0] - x.mean(axis=0)) / x.std(axis=0))
-    np.testing.assert_allclose(oof[0, 0, validation], expected, atol=1e-4)
-    assert 1 <= heads[1].epochs <= 100  # lbfgs iterations
+    assert oof.shape == (2, 2, 60, 3)  # a regression per fold, applied to each view as a head of that view
+    assert [(head.fold, head.view) for head in heads] == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
+    losses, predictions = np.zeros((3, len(C_GRID))), {}
+    for fold, (train, validation) in enumerate(folds):
+        for index, c in enumerate(C_GRID):
+            model, mean, std = logistic_reference(features, labels, train, c)
+            predictions[fold, index] = [model.predict_proba((features[validation, view] - mean) / std) for view in (0, 1)]
+            losses[fold, index] = np.mean([score_predictions(p, labels[validation], 3)["log_loss"]
+                                           for p in predictions[fold, index]])
+    for fold, (_, validation) in enumerate(folds):
+        choice = int((losses.sum(axis=0) - losses[fold]).argmin())  # never the fold's own validation loss
+        for view in (0, 1):
+            np.testing.assert_allclose(oof[view, view, validation], predictions[fold, choice][view], atol=2e-3)
+    best = int(losses.sum(axis=0).argmin())
+    for head in heads:
+        reference, mean, std = logistic_reference(features, labels, folds[head.fold][0], C_GRID[best])
+        expected = reference.predict_proba((features[:, head.view] - mean) / std)
+        np.testing.assert_allclose(head.predict(features[:, head.view]), expected, atol=2e-3)
+        assert 1 <= head.epochs <= 100  # lbfgs iterations
 
 
-def test_logistic_regression_keeps_every_class_column_with_two_classes_or_one_absent():
-    features, labels = separable(n_per_class=12)
+def test_each_fold_takes_the_candidate_the_other_folds_validate_best():
+    losses = np.array([[0.10, 0.50], [0.40, 0.20], [0.45, 0.30]])  # candidate 0 wins over all folds: 0.95 to 1.00
+    assert choose_by_cross_fitting(losses) == ([1, 0, 0], 0)  # fold 0's own 0.10 does not count for fold 0
+
+
+def test_logistic_regression_keeps_every_class_column_with_two_classes_or_one_absent(monkeypatch):
+    monkeypatch.setattr(train_heads_module, "C_GRID", (1.0,))
+    features, labels = two_alike_views(n_per_class=12)
     labels = np.where(labels == 1, 2, labels)  # classes 0 and 2 of 3 only
     folds = make_folds(labels, 3, seed=5)
     heads, oof = train_logistic(features, labels, folds, 3, VIEWS)
     np.testing.assert_allclose(oof[0, 0].sum(axis=1), 1, rtol=1e-5)
     assert (oof[0, 0][:, 1] == 0).all()
     train, validation = folds[0]
-    x = features[train, 0]
-    reference = LogisticRegression().fit((x - x.mean(axis=0)) / x.std(axis=0), labels[train])
-    expected = reference.predict_proba((features[validation, 0] - x.mean(axis=0)) / x.std(axis=0))
-    np.testing.assert_allclose(oof[0, 0, validation][:, [0, 2]], expected, atol=1e-4)
+    reference, mean, std = logistic_reference(features, labels, train, 1.0)
+    expected = reference.predict_proba((features[validation, 0] - mean) / std)
+    np.testing.assert_allclose(oof[0, 0, validation][:, [0, 2]], expected, atol=2e-3)
 
 
 def test_score_predictions_matches_kaggle_clipping():
