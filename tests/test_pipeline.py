@@ -118,7 +118,7 @@ def test_without_flips_or_logistic_regressions_their_options_are_left_out(small_
     quick = ["--dry-run", "--image-size", "75", "--max-epochs", "2", "--input-root", str(small_stub)]
     assert main([*quick, "--output-dir", str(tmp_path), "--no-flips", "--no-logistic"]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert list(metrics["options"]) == ["seed", "geometric"]
+    assert list(metrics["options"]) == ["seed", "geometric", "blend"]
     assert "train_logistic" not in metrics["seconds"] and len(metrics["folds"]) == 5
 
 
@@ -181,10 +181,10 @@ STOPS = {
                                          "config image_size=72: expected at least 75 for these backbones"),
     "ensemble not an option": (lambda c: None, ["--dry-run", "--ensemble", "best"],
                                "config ensemble='best': expected one of the options these settings score: seed, "
-                               "geometric, tta, tta_geometric, tta_geometric_temperature, logistic"),
+                               "geometric, tta, tta_geometric, tta_geometric_temperature, logistic, blend"),
     "ensemble not scored without flips": (lambda c: None, ["--dry-run", "--no-flips", "--ensemble", "tta"],
                                           "config ensemble='tta': expected one of the options these settings score: "
-                                          "seed, geometric, logistic"),
+                                          "seed, geometric, logistic, blend"),
     "a flag's value of the wrong type": (lambda c: None, ["--dry-run", "--image-size", "abc"],
                                          "config image_size='abc': expected an integer"),
     "a switch given a value": (lambda c: None, ["--dry-run", "--flips=yes"],
