@@ -92,7 +92,7 @@ def push(kernel, settings, user=None, public=False, out=REPO / "kernels", experi
     pushed = re.search(r"^Kernel version (\d+) successfully pushed", reply, re.MULTILINE)
     if refused or not pushed:
         raise KaggleError(f"kaggle kernels push refused {user}/{KERNELS[kernel].slug}: "
-                          f"{' '.join(refused) or _last_line(reply)}" + _rules_hint(refused))
+                          f"{' '.join(refused) or _said(reply)}" + _rules_hint(refused))
     version = int(pushed.group(1))
     print(f"pushed {user}/{KERNELS[kernel].slug} version {version}")
     log_experiment(experiments, action="push", kernel=f"{user}/{KERNELS[kernel].slug}", version=version,
@@ -105,7 +105,7 @@ def status(ref):
     reply = kaggle("kernels", "status", ref)
     match = re.search(r'has status "(?:KernelWorkerStatus\.)?(\w+)"', reply)
     if not match:
-        raise KaggleError(f"kaggle kernels status {ref}: no status in the reply: {_last_line(reply)}")
+        raise KaggleError(f"kaggle kernels status {ref}: no status in the reply: {_said(reply)}")
     failure = re.search(r'^Failure message: "(.*)"$', reply, re.MULTILINE)
     return match.group(1).upper(), failure.group(1) if failure else None
 
@@ -173,7 +173,7 @@ def submit(directory, kernel, experiments=EXPERIMENTS_LOG):
     reply = kaggle("competitions", "submit", "-c", COMPETITION, "-f", str(submission), "-m", message)
     ref = re.search(r"^Submission ref: (\d+)", reply, re.MULTILINE)
     if not ref and "Successfully submitted" not in reply:
-        raise KaggleError(f"kaggle competitions submit refused {submission}: {_last_line(reply)}")
+        raise KaggleError(f"kaggle competitions submit refused {submission}: {_said(reply)}")
     ref = ref.group(1) if ref else ""
     print(f"submitted {submission} as {message!r}" + (f", ref {ref}" if ref else ""))
     build = metrics.get("build", {})
@@ -197,7 +197,7 @@ def submissions():
         return []
     rows = list(csv.DictReader(reply.splitlines()))
     if not rows or not {"ref", "description", "publicScore"} <= set(rows[0]):
-        raise KaggleError(f"kaggle competitions submissions: not a list of submissions: {_last_line(reply)}")
+        raise KaggleError(f"kaggle competitions submissions: not a list of submissions: {_said(reply)}")
     return rows
 
 
@@ -302,11 +302,6 @@ def _rules_hint(refused):
     if any("competition sources" in line for line in refused):
         return f" (accept the competition's rules first: https://www.kaggle.com/c/{COMPETITION}/rules)"
     return ""
-
-
-def _last_line(text):
-    lines = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "no output"
 
 
 def _said(text, limit=400):
