@@ -5,13 +5,14 @@
 
 Rows: 1 loading (images/s), 2 extraction (images/s, both views and both backbones, same weights,
 same size, same device: CPU at a reduced size, and at 299 px on each GPU found), 3 heads (seconds for
-the 10-head CV on full-scale synthetic features, with the out-of-fold log loss of both), 4 memory (peak
+the 10-head CV on full-scale synthetic features, with the out-of-fold log loss of both), 3b logistic (seconds
+for our logistic regressions against the public kernel's, per fold on the same features), 4 memory (peak
 RSS of a full-scale load plus extraction, as a multiple of the uint8 image bytes), 5 on paper (FLOPs
 per image, the T4 x2 float16 peak, the lower bound on extraction time that follows). Each timing is
 the median of `--repeats` runs, the two sides taking turns (loading, under a second a turn, takes
 `--loading-repeats` turns, as one slow turn of three decided the row on a busy machine; the heads,
-minutes a side, run once each);
-rows 1-3 each run in a fresh process, row 4 too. Random-init weights stand in for ImageNet's (written
+and the logistic regressions, minutes a side, run once each);
+rows 1-3b each run in a fresh process, row 4 too. Random-init weights stand in for ImageNet's (written
 to legacy .h5 files and loaded by both sides): speed does not depend on the values.
 """
 import argparse
@@ -39,7 +40,7 @@ from kaggle_src.ensembles import score_predictions  # noqa: E402
 from kaggle_src.extract_features import build_backbone, build_extractor, compute_dtype, extract_features  # noqa: E402
 from kaggle_src.load_images import load_images  # noqa: E402
 from kaggle_src.predict import predict_views  # noqa: E402
-from kaggle_src.train_heads import make_folds, train_heads  # noqa: E402
+from kaggle_src.train_heads import make_folds, train_heads, train_logistic  # noqa: E402
 from tests.conftest import write_legacy_weights  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -167,6 +168,30 @@ def bench_heads(repeats=1):
                f"({100 * (loss['ours'] / loss['reference'] - 1):+.2f}%)") | {"oof_log_loss": loss}
 
 
+def bench_logistic(n=TRAIN_IMAGES, n_test=TEST_IMAGES):
+    """Row 3b: our logistic regressions (every view's rows, C cross-fitted over 3 values) against the public
+    kernel's (scikit-learn's defaults, original view), per fold on the same synthetic features: seconds and
+    out-of-fold log loss."""
+    features, labels = synthetic_features(n + n_test, seed=2)
+    train, test = features[:n], features[n:]
+    labels = labels[:n]
+    config = make_config()
+    folds = make_folds(labels, config.n_folds, config.seed)
+
+    def ours():
+        heads, oof = train_logistic(train, labels, folds, CLASSES, config.views)
+        return np.mean([oof[view, view] for view in range(2)], axis=0), predict_views(heads, test)
+
+    def reference():
+        return seed_reference.train_logistic(train, labels, folds, test)
+
+    ours_seconds, reference_seconds, results = side_by_side(ours, reference, 1)
+    loss = {name: score_predictions(oof, labels, CLASSES)["log_loss"] for name, (oof, _) in results.items()}
+    return row("3b logistic", "seconds", ours_seconds, reference_seconds, False,
+               f"5 folds, {n} x 2 views x {FEATURES} synthetic features, {n_test} test rows; out-of-fold log loss "
+               f"ours {loss['ours']:.4f}, reference {loss['reference']:.4f}") | {"oof_log_loss": loss}
+
+
 def bench_memory(sources, images, size):
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.memory_probe", "--sources", str(sources), "--images", str(images),
@@ -224,7 +249,7 @@ def print_table(rows):
         print(f"    {entry['note']}")
 
 
-GROUPS = ("loading", "extraction", "heads")  # the rows that time ours against the reference, in this order
+GROUPS = ("loading", "extraction", "heads", "logistic")  # the rows that time ours against the reference, in this order
 
 
 def measure_group(group, args, sources):
@@ -234,6 +259,8 @@ def measure_group(group, args, sources):
         return [bench_loading(paths, 299, args.loading_repeats)]
     if group == "heads":
         return [bench_heads()]  # minutes a side: once each
+    if group == "logistic":
+        return [bench_logistic()]  # minutes a side: once each
     with tempfile.TemporaryDirectory() as weights_dir:
         with tf.device("/cpu:0"):
             rows = bench_extraction(paths[:args.cpu_images], args.cpu_size, Path(weights_dir), args.repeats, "CPU",

@@ -65,3 +65,20 @@ def train_heads(features, labels, n_classes, folds, test_features, dropout=0.5, 
             oof[view, validation] = model.predict(features[validation, view], batch_size=1024, verbose=0)
             test.append(model.predict(test_features[:, view], batch_size=1024, verbose=0))
     return oof, np.mean(test, axis=0)
+
+
+def train_logistic(features, labels, folds, test_features):
+    """The common public kernel's logistic regressions: per fold, scikit-learn's LogisticRegression with its
+    defaults on the standardised original view. Returns (out-of-fold (n, classes), test predictions averaged
+    over the folds)."""
+    from sklearn.linear_model import LogisticRegression
+
+    oof, test = None, []
+    for train, validation in folds:
+        mean, std = features[train, 0].mean(axis=0), features[train, 0].std(axis=0) + 1e-12
+        model = LogisticRegression().fit((features[train, 0] - mean) / std, labels[train])
+        predicted = model.predict_proba((features[validation, 0] - mean) / std)
+        oof = np.zeros((len(labels), predicted.shape[1]), np.float32) if oof is None else oof
+        oof[validation] = predicted
+        test.append(model.predict_proba((test_features[:, 0] - mean) / std))
+    return oof, np.mean(test, axis=0)

@@ -3,7 +3,9 @@ side-by-side timings compare like with like. (Timings themselves are for `python
 import numpy as np
 
 from benchmarks import seed_reference
-from benchmarks.run import bench_extraction, bench_loading, print_table, row, synthetic_features, synthetic_jpegs
+from benchmarks.run import (
+    bench_extraction, bench_loading, bench_logistic, print_table, row, synthetic_features, synthetic_jpegs,
+)
 from kaggle_src.ensembles import score_predictions
 from kaggle_src.load_images import load_images
 from kaggle_src.train_heads import make_folds
@@ -51,3 +53,10 @@ def test_a_row_not_measured_has_no_ratio_and_prints_a_dash(capsys):
     print_table([unmeasured, measured])
     lines = capsys.readouterr().out.splitlines()
     assert lines[2].split()[-3:] == ["-", "8.94", "-"] and lines[4].split()[-3:] == ["50.00", "100.00", "2.00x"]
+
+
+def test_logistic_rows_compare_both_sides_on_the_same_features():
+    result = bench_logistic(n=600, n_test=20)
+    assert result["ours"] > 0 and result["reference"] > 0
+    assert set(result["oof_log_loss"]) == {"ours", "reference"}
+    assert all(0 < loss < np.log(120) for loss in result["oof_log_loss"].values())  # both learn
