@@ -81,8 +81,8 @@ class Config:
         "of the seed's heads by a third or more, and random-init features (dry runs) need it",
     )
     logistic: bool = setting(
-        True, "also fit logistic regressions, per fold at each C of 0.3, 1, 3, on every view (CPU, minutes at "
-        "full size), the logistic option"
+        True, "also fit logistic regressions on the CPU, per fold at each C of 0.3, 1, 3, on every view: the "
+        "logistic option"
     )
     ensemble: str = setting(
         "", "the ensembling option to submit instead of the one with the best out-of-fold log loss (every option "
