@@ -6,8 +6,8 @@ softmax heads on the CPU, and writes the ensemble with the best out-of-fold log 
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   4a8f33f
-    sources sha256:  97a69f147add61bc7924d2452fd3bbd0b801ea2f6bdf7d919ad0cd077e2801d0
+    source commit:   23fcab8
+    sources sha256:  e4afae6825d769bb47116d63f2ef72e4ca243a20631330a6eccc8f28534ccf45
     build settings:  features='/kaggle/input'
     configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, standardise=True,
@@ -24,7 +24,7 @@ import linecache
 import sys
 
 BUILD_SETTINGS = {'features': '/kaggle/input'}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': '4a8f33f', 'sources_sha256': '97a69f147add61bc7924d2452fd3bbd0b801ea2f6bdf7d919ad0cd077e2801d0', 'settings': {'features': '/kaggle/input'}}
+BUILD = {'commit': '23fcab8', 'sources_sha256': 'e4afae6825d769bb47116d63f2ef72e4ca243a20631330a6eccc8f28534ccf45', 'settings': {'features': '/kaggle/input'}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -131,8 +131,8 @@ class Config:
         "of the seed's heads by a third or more, and random-init features (dry runs) need it",
     )
     logistic: bool = setting(
-        True, "also fit logistic regressions, per fold at each C of 0.3, 1, 3, on every view (CPU, minutes at "
-        "full size), the logistic option"
+        True, "also fit logistic regressions on the CPU, per fold at each C of 0.3, 1, 3, on every view: the "
+        "logistic option"
     )
     ensemble: str = setting(
         "", "the ensembling option to submit instead of the one with the best out-of-fold log loss (every option "
