@@ -41,7 +41,8 @@ class Competition:
     def first(self, n):
         """The competition cut to the first `n` training images of each breed and the first `n` test images: what
         a smoke run runs on."""
-        keep = np.sort(np.concatenate([np.flatnonzero(self.train_labels == label)[:n] for label in range(len(self.classes))]))
+        per_breed = [np.flatnonzero(self.train_labels == label)[:n] for label in range(len(self.classes))]
+        keep = np.sort(np.concatenate(per_breed))
         return dataclasses.replace(self, train_ids=[self.train_ids[index] for index in keep],
                                    train_labels=self.train_labels[keep], test_ids=self.test_ids[:n])
 

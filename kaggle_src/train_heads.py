@@ -158,10 +158,13 @@ def train_logistic(features, labels, folds, n_classes, views):
     losses = np.zeros((len(folds), len(C_GRID)))  # validation log loss, over every view
     with progress(len(folds) * len(C_GRID), "fit logistic regressions", "fit") as bar:
         for fold, (train_index, validation_index) in enumerate(folds):
-            model = LogisticRegression(warm_start=True)
+            model, iterations = LogisticRegression(warm_start=True), 0
             candidates.append([])
             for index, c in enumerate(C_GRID):
                 heads = fit_logistic(model.set_params(C=c), features[train_index], labels[train_index], n_classes, fold)
+                iterations += heads[0].epochs
+                for head in heads:  # what the path took to this C, not only its last, warm-started leg
+                    head.epochs = iterations
                 candidates[-1].append(heads)
                 losses[fold, index] = np.mean([
                     score_predictions(head.predict(features[validation_index, head.view]), labels[validation_index],
