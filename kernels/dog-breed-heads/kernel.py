@@ -6,8 +6,8 @@ softmax heads on the CPU, and writes the ensemble with the best out-of-fold log 
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   23fcab8
-    sources sha256:  e4afae6825d769bb47116d63f2ef72e4ca243a20631330a6eccc8f28534ccf45
+    source commit:   20297f7
+    sources sha256:  c6704e7920d052c5cf98426df514c7026c2e5290ca4f2c4a609a1a2d1370f1ff
     build settings:  features='/kaggle/input'
     configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, standardise=True,
@@ -24,7 +24,7 @@ import linecache
 import sys
 
 BUILD_SETTINGS = {'features': '/kaggle/input'}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': '23fcab8', 'sources_sha256': 'e4afae6825d769bb47116d63f2ef72e4ca243a20631330a6eccc8f28534ccf45', 'settings': {'features': '/kaggle/input'}}
+BUILD = {'commit': '20297f7', 'sources_sha256': 'c6704e7920d052c5cf98426df514c7026c2e5290ca4f2c4a609a1a2d1370f1ff', 'settings': {'features': '/kaggle/input'}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -487,7 +487,8 @@ class Competition:
     def first(self, n):
         """The competition cut to the first `n` training images of each breed and the first `n` test images: what
         a smoke run runs on."""
-        keep = np.sort(np.concatenate([np.flatnonzero(self.train_labels == label)[:n] for label in range(len(self.classes))]))
+        per_breed = [np.flatnonzero(self.train_labels == label)[:n] for label in range(len(self.classes))]
+        keep = np.sort(np.concatenate(per_breed))
         return dataclasses.replace(self, train_ids=[self.train_ids[index] for index in keep],
                                    train_labels=self.train_labels[keep], test_ids=self.test_ids[:n])
 
@@ -1253,10 +1254,13 @@ def train_logistic(features, labels, folds, n_classes, views):
     losses = np.zeros((len(folds), len(C_GRID)))  # validation log loss, over every view
     with progress(len(folds) * len(C_GRID), "fit logistic regressions", "fit") as bar:
         for fold, (train_index, validation_index) in enumerate(folds):
-            model = LogisticRegression(warm_start=True)
+            model, iterations = LogisticRegression(warm_start=True), 0
             candidates.append([])
             for index, c in enumerate(C_GRID):
                 heads = fit_logistic(model.set_params(C=c), features[train_index], labels[train_index], n_classes, fold)
+                iterations += heads[0].epochs
+                for head in heads:  # what the path took to this C, not only its last, warm-started leg
+                    head.epochs = iterations
                 candidates[-1].append(heads)
                 losses[fold, index] = np.mean([
                     score_predictions(head.predict(features[validation_index, head.view]), labels[validation_index],
