@@ -18,15 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kaggle_src.backbones import BACKBONES
-from kaggle_src.config import InputError, make_config, parse_value
+from kaggle_src.config import make_config, parse_value
+from kaggle_src.errors import InputError
 
 REPO = Path(__file__).resolve().parent
 PACKAGE = REPO / "kaggle_src"
 COMPETITION = "dog-breed-identification"
 MACHINE_SHAPE = "NvidiaTeslaT4"  # Kaggle's "GPU T4 x2"
 NO_USER = "USER"  # the id's owner when no Kaggle user is known at build time
-# Modules in the order a reader meets them: settings, then the stages as they run, then the driver.
-READING_ORDER = ["__init__", "config", "backbones", "find_inputs", "load_images", "extract_features",
+# Modules in the order a reader meets them: errors and settings, then the stages as they run, then the driver.
+READING_ORDER = ["__init__", "errors", "config", "backbones", "find_inputs", "load_images", "extract_features",
                  "feature_cache", "train_heads", "predict", "ensembles", "write_outputs", "report", "pipeline"]
 ALLOWED_IMPORTS = {"keras", "tensorflow", "numpy", "pandas", "cv2", "joblib", "tqdm", "sklearn"}
 
@@ -209,7 +210,7 @@ def kernel_text(kernel, settings):
     )
 
 
-def kernel_metadata(kernel, user, config, public=False, code_file="kernel.py"):
+def kernel_metadata(kernel, user, config, public=False):
     """What `kaggle kernels push` reads: the full kernel on T4 x2 with the weights datasets attached;
     the heads kernel on CPU with the full kernel's output attached instead."""
     unknown = [name for name, dataset in config.weights_datasets.items() if not dataset]
@@ -220,7 +221,7 @@ def kernel_metadata(kernel, user, config, public=False, code_file="kernel.py"):
     return {
         "id": f"{user or NO_USER}/{kernel.slug}",
         "title": kernel.title,
-        "code_file": code_file,
+        "code_file": "kernel.py",
         "language": "python",
         "kernel_type": "script",
         "is_private": not public,

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import build_kernel
 from build_kernel import KERNELS, REPO
-from kaggle_src.config import InputError
+from kaggle_src.errors import InputError
 
 COMPETITION = build_kernel.COMPETITION
 EXPERIMENTS_LOG = REPO / "experiments.csv"

@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 from kaggle_src.extract_features import extract_features, fuse_views  # noqa: E402
-from kaggle_src.load_images import load_images  # noqa: E402
+from kaggle_src.load_images import LoadedImages  # noqa: E402
 
 
 def cheap_backbone(size):
@@ -40,7 +40,7 @@ def main():
     sources = sorted(args.sources.glob("*.jpg"))
     extractor = fuse_views({"xception": cheap_backbone(args.size)}, args.size)  # fed as Xception would be
     before = peak_rss_bytes()
-    images = load_images([sources[index % len(sources)] for index in range(args.images)], args.size)
+    images = LoadedImages([sources[index % len(sources)] for index in range(args.images)], args.size)
     features = extract_features(extractor, images, batch_size=64)[0]
     print(json.dumps({
         "images": args.images, "size": args.size, "image_bytes": images.array.nbytes, "features_bytes": features.nbytes,

@@ -38,7 +38,7 @@ from kaggle_src.backbones import BACKBONES  # noqa: E402
 from kaggle_src.config import make_config  # noqa: E402
 from kaggle_src.ensembles import score_predictions  # noqa: E402
 from kaggle_src.extract_features import build_backbone, build_extractor, compute_dtype, extract_features  # noqa: E402
-from kaggle_src.load_images import load_images  # noqa: E402
+from kaggle_src.load_images import LoadedImages  # noqa: E402
 from kaggle_src.predict import predict_views  # noqa: E402
 from kaggle_src.train_heads import make_folds, train_heads, train_logistic  # noqa: E402
 from tests.conftest import write_legacy_weights  # noqa: E402
@@ -91,7 +91,8 @@ def row(name, measure, ours, reference, higher_is_better, note=""):
 
 def bench_loading(paths, size, repeats):
     ours, reference, _ = side_by_side(
-        lambda: load_images(paths, size).result(), lambda: seed_reference.load_images(paths, size), repeats
+        lambda: next(LoadedImages(paths, size).batches(len(paths))), lambda: seed_reference.load_images(paths, size),
+        repeats,
     )
     return row("1 loading", "images/s", len(paths) / ours, len(paths) / reference, True,
                f"{len(paths)} JPEGs of about 500x375 -> {size} px; ours: joblib threads, bilinear, RGB; "
@@ -106,8 +107,8 @@ def bench_extraction(paths, size, weights_dir, repeats, device, variants):
         weights[name] = weights_dir / f"{size}_{BACKBONES[name].weights_file}"
         write_legacy_weights(build_backbone(name, size), weights[name])
     reference_weights = {BACKBONES[name].constructor: str(path) for name, path in weights.items()}
-    loading = load_images(paths, size)
-    images = loading.result()
+    loading = LoadedImages(paths, size)
+    images = next(loading.batches(len(paths)))
     rows = []
     for precision, xla in variants:
         config = make_config(image_size=size, precision=precision, xla=xla)
@@ -144,12 +145,12 @@ def synthetic_features(n, seed, spread=0.2, label_noise=0.03):
     return np.stack(views, axis=1), labels
 
 
-def bench_heads(repeats=1):
+def bench_heads():
     features, labels = synthetic_features(TRAIN_IMAGES + TEST_IMAGES, seed=1)
     train, test = features[:TRAIN_IMAGES], features[TRAIN_IMAGES:]
     labels = labels[:TRAIN_IMAGES]
     config = make_config(standardise=False)  # the seed's heads, as the reference fits them
-    folds = make_folds(labels, config.n_folds, config.seed)
+    folds = make_folds(labels, config)
 
     def ours():
         heads, oof = train_heads(train, labels, folds, CLASSES, config)
@@ -160,7 +161,7 @@ def bench_heads(repeats=1):
         return seed_reference.train_heads(train, labels, CLASSES, folds, test, config.dropout, config.learning_rate,
                                           config.max_epochs, config.patience, config.head_batch_size)
 
-    ours_seconds, reference_seconds, results = side_by_side(ours, reference, repeats)
+    ours_seconds, reference_seconds, results = side_by_side(ours, reference, 1)
     loss = {name: score_predictions(oof.mean(axis=0), labels, CLASSES)["log_loss"] for name, (oof, _) in results.items()}
     return row("3 heads", "seconds", ours_seconds, reference_seconds, False,
                f"10 heads, {TRAIN_IMAGES} x 2 views x {FEATURES} synthetic features, {TEST_IMAGES} test rows predicted; "
@@ -176,10 +177,10 @@ def bench_logistic(n=TRAIN_IMAGES, n_test=TEST_IMAGES):
     train, test = features[:n], features[n:]
     labels = labels[:n]
     config = make_config()
-    folds = make_folds(labels, config.n_folds, config.seed)
+    folds = make_folds(labels, config)
 
     def ours():
-        heads, oof = train_logistic(train, labels, folds, CLASSES, config.views)
+        heads, oof = train_logistic(train, labels, folds, CLASSES, config)
         return np.mean([oof[view, view] for view in range(2)], axis=0), predict_views(heads, test)
 
     def reference():

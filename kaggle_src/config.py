@@ -10,21 +10,13 @@ from tqdm import tqdm
 
 from .backbones import BACKBONES, KERAS_PRETRAINED
 from .ensembles import OPTIONS, scored_names
+from .errors import InputError, warn
 
 DEFAULT_BACKBONES = ("xception", "inception_v3")  # the seed's pair
 DRY_RUN_IMAGE_SIZE = 96  # what --dry-run uses unless --image-size is given
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 XLA_MODES = ("auto", "on", "off")
 PROGRESS_SECONDS = 10  # a progress bar's refresh in a log that is no terminal
-
-
-class InputError(ValueError):
-    """Bad configuration or input files: reported as one line, before any heavy work starts."""
-
-
-def warn(message):
-    """Report a problem the run survives: one line on stderr, on a line of its own even while a progress bar runs."""
-    tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
 def progress(total, desc, unit):
@@ -78,7 +70,7 @@ class Config:
     standardise: bool = setting(
         True, "heads centre and scale each feature by their training fold's mean and standard deviation (the "
         "seed's heads did not: --no-standardise); on real ImageNet features it lowered the held-out log loss "
-        "of the seed's heads by a third or more, and random-init features (dry runs) need it",
+        "of the seed's heads, and random-init features (dry runs) need it",
     )
     logistic: bool = setting(
         True, "also fit logistic regressions on the CPU, per fold at each C of 0.3, 1, 3, on every view: the "

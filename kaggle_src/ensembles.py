@@ -34,7 +34,7 @@ class Option:
 
 
 OPTIONS = (
-    Option("seed", "heads", False, False, False, "each head on its own view, arithmetic mean (the seed's)"),
+    Option("heads_mean", "heads", False, False, False, "each head on its own view, arithmetic mean (the seed's)"),
     Option("geometric", "heads", False, True, False, "each head on its own view, geometric mean"),
     Option("tta", "heads", True, False, False, "each head on both views, arithmetic mean"),
     Option("tta_geometric", "heads", True, True, False, "each head on both views, geometric mean"),
@@ -149,11 +149,15 @@ def scored_names(flips, logistic):
     ]
 
 
-def choose(scored, name=""):
-    """The option called `name` (the ensemble setting); if "", the one with the lowest out-of-fold log loss, on a
-    tie the earlier one (the seed's before the rest)."""
-    if name:
-        return next(candidate for candidate in scored if candidate.option.name == name)
+def choose(scored, config):
+    """The option that `config`'s ensemble setting names; if none, the best out of fold."""
+    if config.ensemble:
+        return next(candidate for candidate in scored if candidate.option.name == config.ensemble)
+    return best(scored)
+
+
+def best(scored):
+    """The option with the lowest out-of-fold log loss; on a tie the earlier one (heads_mean before the rest)."""
     return min(scored, key=lambda candidate: candidate.log_loss)
 
 

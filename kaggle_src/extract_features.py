@@ -20,7 +20,8 @@ import tensorflow as tf
 from keras import ops
 
 from .backbones import BACKBONES
-from .config import InputError, progress
+from .config import progress
+from .errors import InputError
 
 CPU_BATCH_SIZE = 64  # images per batch without a GPU
 MAX_BATCH_SIZE = 256  # images per replica at most
@@ -97,6 +98,13 @@ def describe_extractor(extractor):
     backbone = next(layer for layer in extractor.layers if isinstance(layer, keras.Model))
     return {"compute_dtype": backbone.compute_dtype, "replicas": extractor.distribute_strategy.num_replicas_in_sync,
             "xla": bool(extractor.jit_compile)}
+
+
+def describe_runtime(extraction):
+    """What the run ran on: the TensorFlow, Keras and numpy versions, the GPUs, and `extraction` (describe_extractor's
+    account with the batch size per split; None where the features were read, not extracted)."""
+    return {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__, "gpus": gpu_names(),
+            "extraction": extraction}
 
 
 def distribution_strategy(devices=None):

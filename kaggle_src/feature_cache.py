@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import InputError
+from .errors import InputError
 
 FEATURES_FILE = "features.npz"
 MANIFEST_FILE = "features_manifest.json"
@@ -56,6 +56,15 @@ def save_features(directory, features, competition, config, weights, failed, com
 
 def decode(coded, mean, std):
     return coded.astype(np.float32) * std + mean
+
+
+def find_saved_features(competition, config):
+    """For a heads-only run (config.features): the folder under config.features that holds the saved features,
+    and their manifest, checked against `competition` and the configured views. None for a run that extracts."""
+    if not config.features:
+        return None
+    folder = find_features(config.features)
+    return folder, read_manifest(folder, competition, config)
 
 
 def find_features(root):

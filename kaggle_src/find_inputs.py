@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .backbones import BACKBONES
-from .config import InputError, warn
+from .errors import InputError, warn
 
 KAGGLE_INPUT = Path("/kaggle/input")
 KAGGLE_WORKING = Path("/kaggle/working")

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from joblib import Parallel, delayed
 
-from .config import warn
+from .errors import warn
 
 
 def load_image(path, size):
@@ -34,7 +34,7 @@ def load_image(path, size):
         return None
     if data[:2].tobytes() == b"\xff\xd8" and data[-2:].tobytes() != b"\xff\xd9":
         warn(f"{path}: JPEG without its end-of-image marker (truncated?); using the part that decodes")
-    # Bilinear, as the seed's cv2.resize; INTER_AREA (twice as slow) only where bilinear would alias badly.
+    # Bilinear, as the seed's cv2.resize; INTER_AREA (slower) only where bilinear would alias badly.
     shrink = min(image.shape[:2]) / size
     image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink >= 2 else cv2.INTER_LINEAR)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -43,7 +43,8 @@ def load_image(path, size):
 class LoadedImages:
     """`paths` decoded in order into `array` (n, size, size, 3) uint8 by `n_jobs` threads, in the background.
 
-    Rows of images that could not be read stay zero; their indices are in `failed` once loading is done.
+    Rows of images that could not be read stay zero; their indices are in `failed` once loading is done. Its
+    progress shows in the bar of whoever takes its batches (the extraction's).
     """
 
     def __init__(self, paths, size, n_jobs=-1, desc="images"):
@@ -96,14 +97,3 @@ class LoadedImages:
             stop = min(start + batch_size, len(self))
             self._wait_for(stop)
             yield self.array[start:stop]
-
-    def result(self):
-        """The whole array, once every image is loaded."""
-        self._wait_for(len(self))
-        return self.array
-
-
-def load_images(paths, size, n_jobs=-1, desc="images"):
-    """Start decoding `paths` into one uint8 RGB array in the background; returns LoadedImages at once. (Its
-    progress shows in the extraction's bar, which waits on it.)"""
-    return LoadedImages(paths, size, n_jobs, desc)

@@ -5,7 +5,6 @@
 """
 import argparse
 import importlib
-import math
 import os
 import sys
 import tempfile
@@ -15,19 +14,15 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .config import (
-    CommandLineParser, InputError, add_config_arguments, config_from_arguments, warn, warn_unknown_arguments,
-)
-from .ensembles import choose, score_options, score_predictions
-from .feature_cache import find_features, load_features, read_manifest, save_features
+from .config import CommandLineParser, add_config_arguments, config_from_arguments, warn_unknown_arguments
+from .ensembles import choose, score_options
+from .errors import InputError, warn
+from .feature_cache import find_saved_features, load_features, save_features
 from .find_inputs import default_input_root, default_output_dir, find_inputs, on_kaggle, prepare_output_dir, read_competition
-from .load_images import load_images
+from .load_images import LoadedImages
 from .predict import class_prior, predict_views
-from .report import confused_pairs, report_markdown, summary_line
-from .write_outputs import (
-    SubmissionError, make_submission, validate_submission, write_metrics, write_oof_predictions, write_report,
-    write_submission, write_test_predictions,
-)
+from .report import cv_metrics, report_markdown, run_metrics
+from .write_outputs import SubmissionError, write_metrics, write_predictions, write_report
 
 TF_IMPORT_NOISE = ("All log messages before absl::InitializeLog() is called", "oneDNN custom operations are on")
 MAX_NAMED = 20  # unreadable images named one line each, per split; the rest in one line (metrics.json lists all)
@@ -39,36 +34,22 @@ def run(config, input_root, output_dir, build=None):
 
     `build`, when the run is a built kernel, says what it was built from; metrics.json keeps it.
     """
-    seconds, started = defaultdict(float), time.perf_counter()
-
-    @contextmanager
-    def stage(name):
-        start = time.perf_counter()
-        yield
-        seconds[name] += time.perf_counter() - start
-
+    timer = StageTimer()
     # 1. Find the inputs: every check that can fail fast runs before any heavy work.
-    with stage("find_inputs"):
+    with timer("find_inputs"):
         competition_dir, weights = find_inputs(input_root, config)
         competition = read_competition(competition_dir)
         if config.smoke:
             competition = competition.first(config.smoke)
         output_dir = prepare_output_dir(output_dir)
-        if config.features:
-            cache = find_features(config.features)
-            manifest = read_manifest(cache, competition, config)
+        saved = find_saved_features(competition, config)
     # TensorFlow is imported only now that every check has passed, so that a stop above takes a second and
     # its one line stands alone: from TensorFlow 2.19, import logs ignore TF_CPP_MIN_LOG_LEVEL.
     import_quietly("tensorflow")
-    import keras
-    import tensorflow as tf
-
-    from .extract_features import (build_extractor, check_accelerator, describe_extractor, estimate_seconds,
-                                   extract_features, gpu_names)
+    from .extract_features import check_accelerator, describe_runtime
     from .train_heads import make_folds, train_heads, train_logistic
 
-    extracting_on_cpu = not config.features and check_accelerator(config, on_kaggle())
-
+    on_cpu = saved is None and check_accelerator(config, on_kaggle())
     n_classes = len(competition.classes)
     print(
         f"{competition_dir}: {len(competition.train_ids)} train, {len(competition.test_ids)} test images, "
@@ -76,116 +57,106 @@ def run(config, input_root, output_dir, build=None):
         + (" (dry run: random-init weights)" if config.dry_run else "")
     )
 
-    # 2-3. Load each split as uint8 in background threads and extract its features batch by batch as
-    # the images come in, with one extractor, built once (random-init backbones differ on every build);
-    # save them for heads-only runs. Or, in a heads-only run, read the features that such a run saved.
-    if config.features:
-        with stage("load_features"):
-            features, failed = load_features(cache, manifest)
-        print(f"features from {cache}: {', '.join(manifest['backbones'])}, extracted by {manifest['package_commit']}")
-    else:
-        keras.utils.set_random_seed(config.seed)
-        with stage("extract_features"):
-            extractor = build_extractor(config, weights)
-            extraction = {**describe_extractor(extractor), "batch_size": {}}
-        if extracting_on_cpu:
-            n_images = len(competition.train_ids) + len(competition.test_ids)
-            warn(f"no GPU: extracting the features of {n_images} images on the CPU, about "
-                 f"{estimate_seconds(extractor, n_images) / 60:.0f} min at the pace of a first batch")
-        features, failed = {}, {}
-        for split in ("train", "test"):
-            with stage("extract_features"):  # loading runs behind it: see seconds.load_images for its own time
-                images = load_images(competition.image_paths(split), config.image_size, config.n_jobs, desc=split)
-                features[split], extraction["batch_size"][split] = extract_features(
-                    extractor, images, config.extract_batch_size
-                )
-            seconds["load_images"] += images.seconds
-            failed[split] = images.failed
-            del images
-        if not config.smoke:  # a smoke run's features cover a few images: of no use to a heads-only run
-            with stage("save_features"):
-                commit = build["commit"] if build else "unbuilt (python -m kaggle_src)"
-                features = save_features(output_dir, features, competition, config, weights, failed, commit)
+    # 2-3. The features of every image: extracted (and saved), or in a heads-only run read as saved.
+    features, failed, extraction = features_for(competition, weights, saved, on_cpu, output_dir, build, config, timer)
     for split in ("train", "test"):
-        warn_unreadable(competition, split, failed[split], config.n_folds)
+        warn_unreadable(competition, split, failed[split], config)
 
     # 4. Train one head per fold and view on the readable training images, and (unless turned off) one
     # logistic regression per fold; keep the out-of-fold predictions of each on every view.
     readable = np.delete(np.arange(len(competition.train_ids)), failed["train"])
-    labels = competition.train_labels[readable]
-    train = features["train"][readable]
-    folds = make_folds(labels, config.n_folds, config.seed)
-    with stage("train_heads"):
+    labels, train = competition.train_labels[readable], features["train"][readable]
+    folds = make_folds(labels, config)
+    with timer("train_heads"):
         heads, oof = train_heads(train, labels, folds, n_classes, config)
     families = {"heads": (heads, oof)}
     if config.logistic:
-        with stage("train_logistic"):
-            families["logistic"] = train_logistic(train, labels, folds, n_classes, config.views)
+        with timer("train_logistic"):
+            families["logistic"] = train_logistic(train, labels, folds, n_classes, config)
 
     # 5. Predict the test set with every head on every view; score each ensembling option out of fold
     # and take the best. An unreadable test image gets the class prior.
-    with stage("predict"):
-        predictions = {
-            name: (family_oof, predict_views(family_heads, features["test"]))
-            for name, (family_heads, family_oof) in families.items()
-        }
-    with stage("ensembles"):
+    with timer("predict"):
+        predictions = {name: (family_oof, predict_views(family_heads, features["test"]))
+                       for name, (family_heads, family_oof) in families.items()}
+    with timer("ensembles"):
         options = score_options(predictions, labels, folds)
-        chosen = choose(options, config.ensemble)
+        chosen = choose(options, config)
         prior = class_prior(labels, n_classes)
         for scored in options:
             scored.test[failed["test"]] = prior
 
-    # 6. Write every option's validated test predictions, then the chosen one's as the submission, its
-    # out-of-fold predictions, the metrics and the report. A smoke run's predictions cover a few images:
-    # its submission is validated, not written, nor are the others, so that none is taken for a submission.
-    with stage("write"):
-        submission = make_submission(competition.test_ids, competition.classes, chosen.test)
-        if config.smoke:
-            validate_submission(submission, competition.test_ids, competition.classes)
-        else:
-            write_test_predictions(
-                {scored.option.name: scored.test for scored in options},
-                competition.test_ids,
-                competition.classes,
-                output_dir / "test_predictions",
-            )
-            write_submission(submission, competition.test_ids, competition.classes, output_dir / "submission.csv")
-            write_oof_predictions(
-                [competition.train_ids[index] for index in readable],
-                [competition.classes[label] for label in labels],
-                competition.classes,
-                chosen.oof,
-                output_dir / "oof_predictions.csv",
-            )
-    metrics = cv_metrics(heads, oof, options, chosen, labels, config.views)
-    metrics["confused"] = confused_pairs(chosen.oof, labels, competition.classes)
-    metrics["unreadable"] = {split: [competition.ids(split)[index] for index in failed[split]] for split in failed}
-    metrics["counts"] = {
-        "train_images": len(competition.train_ids),
-        "test_images": len(competition.test_ids),
-        "classes": n_classes,
-        "folds": config.n_folds,
-        "views": len(config.views),
-        "heads": len(heads),
-        "features": int(features["train"].shape[-1]),
-    }
-    metrics["chance_log_loss"] = math.log(n_classes)
-    metrics["seconds"] = {name: round(value, 2) for name, value in seconds.items()}
-    metrics["seconds"]["total"] = round(time.perf_counter() - started, 2)  # stages overlap: not their sum
-    metrics["runtime"] = {
-        "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
-        "gpus": gpu_names(), "extraction": None if config.features else extraction,
-    }
-    metrics["config"] = config.as_dict()
-    if config.smoke:
-        metrics["smoke"] = config.smoke
-    if build is not None:
-        metrics["build"] = build
-    metrics = {"summary": summary_line(metrics), **metrics}
+    # 6. Write the predictions, then the metrics and the report.
+    with timer("write"):
+        write_predictions(options, chosen, competition, readable, output_dir, config)
+    cv = cv_metrics(competition, failed, labels, heads, oof, options, chosen, config)
+    metrics = run_metrics(cv, timer.seconds(), describe_runtime(extraction), config, build)
     write_metrics(metrics, output_dir / "metrics.json")
     write_report(report_markdown(metrics), output_dir / "report.md")
     return metrics
+
+
+class StageTimer:
+    """Wall time per stage, summed over each time a stage runs (`with timer(name):`), and since the run began."""
+
+    def __init__(self):
+        self.started, self.per_stage = time.perf_counter(), defaultdict(float)
+
+    @contextmanager
+    def __call__(self, name):
+        start = time.perf_counter()
+        yield
+        self.per_stage[name] += time.perf_counter() - start
+
+    def seconds(self):
+        """{stage: seconds} in the order the stages first ran, then the wall time so far as total (stages overlap:
+        not their sum)."""
+        seconds = {name: round(value, 2) for name, value in self.per_stage.items()}
+        return {**seconds, "total": round(time.perf_counter() - self.started, 2)}
+
+
+def features_for(competition, weights, saved, on_cpu, output_dir, build, config, timer):
+    """Each split's features (n, views, features), the indices of its unreadable images, and how they were
+    extracted (None when read).
+
+    A heads-only run reads the features `saved` ((folder, manifest): find_saved_features). Otherwise each split
+    loads as uint8 in background threads and its features are extracted batch by batch as the images come in,
+    with one extractor, built once (random-init backbones differ on every build) from the `weights` files, on
+    the CPU if `on_cpu` (with a warning); then saved to `output_dir` for heads-only runs, unless a smoke run.
+    """
+    if saved is not None:
+        folder, manifest = saved
+        with timer("load_features"):
+            features, failed = load_features(folder, manifest)
+        print(f"features from {folder}: {', '.join(manifest['backbones'])}, extracted by {manifest['package_commit']}")
+        return features, failed, None
+    import keras
+
+    from .extract_features import build_extractor, describe_extractor, estimate_seconds, extract_features
+
+    keras.utils.set_random_seed(config.seed)
+    with timer("extract_features"):
+        extractor = build_extractor(config, weights)
+        extraction = {**describe_extractor(extractor), "batch_size": {}}
+    if on_cpu:
+        n_images = len(competition.train_ids) + len(competition.test_ids)
+        warn(f"no GPU: extracting the features of {n_images} images on the CPU, about "
+             f"{estimate_seconds(extractor, n_images) / 60:.0f} min at the pace of a first batch")
+    features, failed = {}, {}
+    for split in ("train", "test"):
+        with timer("extract_features"):  # loading runs behind it: see seconds.load_images for its own time
+            images = LoadedImages(competition.image_paths(split), config.image_size, config.n_jobs, desc=split)
+            features[split], extraction["batch_size"][split] = extract_features(
+                extractor, images, config.extract_batch_size
+            )
+        timer.per_stage["load_images"] += images.seconds
+        failed[split] = images.failed
+        del images
+    if not config.smoke:  # a smoke run's features cover a few images: of no use to a heads-only run
+        with timer("save_features"):
+            commit = build["commit"] if build else "unbuilt (python -m kaggle_src)"
+            features = save_features(output_dir, features, competition, config, weights, failed, commit)
+    return features, failed, extraction
 
 
 def import_quietly(name):
@@ -208,9 +179,9 @@ def import_quietly(name):
                     sys.stderr.write(line)
 
 
-def warn_unreadable(competition, split, failed, n_folds):
+def warn_unreadable(competition, split, failed, config):
     """Warn about the images of `split` at indices `failed`, by id and file: training ones are left out of
-    training, test ones get the class prior. Stop if too few training images are left for `n_folds`-fold CV."""
+    training, test ones get the class prior. Stop if too few training images are left for config.n_folds-fold CV."""
     ids, paths = competition.ids(split), competition.image_paths(split)
     consequence = "left out of training" if split == "train" else "its row gets the training class prior"
     for index in failed[:MAX_NAMED]:
@@ -219,39 +190,11 @@ def warn_unreadable(competition, split, failed, n_folds):
         warn(f"{len(failed) - MAX_NAMED} more unreadable {split} images; metrics.json lists them all")
     if split == "train":
         readable_labels = np.delete(competition.train_labels, failed)
-        if np.bincount(readable_labels, minlength=1).max() < n_folds:
+        if np.bincount(readable_labels, minlength=1).max() < config.n_folds:
             raise InputError(
                 f"{competition.directory / split}: {len(readable_labels)} of {len(ids)} images readable; "
-                f"{n_folds}-fold CV needs at least {n_folds} of one breed"
+                f"{config.n_folds}-fold CV needs at least {config.n_folds} of one breed"
             )
-
-
-def cv_metrics(heads, oof, options, chosen, labels, views):
-    """Out-of-fold scores per head, per view's heads, for each ensembling option, and for the chosen one (the
-    submission's) as `ensemble`, with its log loss below the seed's heads and the option it would have been
-    without the ensemble setting."""
-    n_classes = oof.shape[-1]
-    per_view = {name: score_predictions(oof[index, index], labels, n_classes) for index, name in enumerate(views)}
-    seed = next(scored for scored in options if scored.option.name == "seed")
-    return {
-        "oof": {**per_view, "ensemble": {"log_loss": chosen.log_loss, "accuracy": chosen.accuracy}},
-        "options": {scored.option.name: scored.scores() for scored in options},
-        "chosen": {
-            "option": chosen.option.name,
-            "best_out_of_fold": choose(options).option.name,
-            "improvement_over_seed": seed.log_loss - chosen.log_loss,
-        },
-        "folds": [
-            {
-                "fold": head.fold,
-                "view": views[head.view],
-                "epochs": head.epochs,
-                "log_loss": head.val_log_loss,
-                "accuracy": head.val_accuracy,
-            }
-            for head in heads
-        ],
-    }
 
 
 EPILOG = """files a run writes to --output-dir:

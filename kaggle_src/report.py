@@ -1,8 +1,67 @@
-"""report.md, a short account of a run read from its metrics: one line on the submitted option, the
-ensembling options' out-of-fold scores, the breeds most often mistaken for each other, and the time per stage."""
+"""A run's account: metrics.json's content, gathered from what the stages returned, and report.md, a short
+reading of it: one line on the submitted option, the ensembling options' out-of-fold scores, the breeds most
+often mistaken for each other, and the time per stage."""
+import math
+
 import numpy as np
 
-from .ensembles import OPTIONS
+from .ensembles import OPTIONS, best, score_predictions
+
+
+def cv_metrics(competition, failed, labels, heads, oof, options, chosen, config):
+    """What the cross-validation found: out-of-fold scores per view's heads and for the submitted option (as
+    `ensemble`); every option's scores; the `chosen` option, the best out of fold (the same unless the ensemble
+    setting named another) and its log loss below heads_mean's; each head's validation scores; the breed pairs
+    it confused most; the unreadable images by id (`failed`: their indices per split); and the counts.
+
+    `labels` are the readable training images' classes; `heads` and `oof` the softmax heads and their
+    out-of-fold predictions (head views, views, n, classes).
+    """
+    n_classes, views = len(competition.classes), config.views
+    per_view = {name: score_predictions(oof[index, index], labels, n_classes) for index, name in enumerate(views)}
+    baseline = next(scored for scored in options if scored.option.name == "heads_mean")
+    return {
+        "oof": {**per_view, "ensemble": {"log_loss": chosen.log_loss, "accuracy": chosen.accuracy}},
+        "options": {scored.option.name: scored.scores() for scored in options},
+        "chosen": {
+            "option": chosen.option.name,
+            "best_out_of_fold": best(options).option.name,
+            "improvement_over_heads_mean": baseline.log_loss - chosen.log_loss,
+        },
+        "folds": [
+            {
+                "fold": head.fold,
+                "view": views[head.view],
+                "epochs": head.epochs,
+                "log_loss": head.val_log_loss,
+                "accuracy": head.val_accuracy,
+            }
+            for head in heads
+        ],
+        "confused": confused_pairs(chosen.oof, labels, competition.classes),
+        "unreadable": {split: [competition.ids(split)[index] for index in failed[split]] for split in failed},
+        "counts": {
+            "train_images": len(competition.train_ids),
+            "test_images": len(competition.test_ids),
+            "classes": n_classes,
+            "folds": config.n_folds,
+            "views": len(views),
+            "heads": len(heads),
+            "features": int(heads[0].kernel.shape[0]),
+        },
+        "chance_log_loss": math.log(n_classes),
+    }
+
+
+def run_metrics(cv, seconds, runtime, config, build):
+    """metrics.json's content: a one-line summary, then the cross-validation's `cv` (cv_metrics), the `seconds`
+    per stage, the `runtime`, the config, whether it was a smoke run and, for a built kernel, the `build`."""
+    metrics = {**cv, "seconds": seconds, "runtime": runtime, "config": config.as_dict()}
+    if config.smoke:
+        metrics["smoke"] = config.smoke
+    if build is not None:
+        metrics["build"] = build
+    return {"summary": summary_line(metrics), **metrics}
 
 
 def confused_pairs(probabilities, labels, classes, top=10):
@@ -41,7 +100,7 @@ def report_markdown(metrics):
     """The report's text, from a run's metrics (as metrics.json holds them)."""
     chosen, options, counts = metrics["chosen"], metrics["options"], metrics["counts"]
     descriptions = {option.name: option.description for option in OPTIONS}
-    seed_log_loss, gain = options["seed"]["log_loss"], chosen["improvement_over_seed"]
+    baseline, gain = options["heads_mean"]["log_loss"], chosen["improvement_over_heads_mean"]
     set_by = (
         "" if chosen["option"] == chosen["best_out_of_fold"]
         else f" (set by --ensemble; the best out of fold is {chosen['best_out_of_fold']})"
@@ -63,8 +122,8 @@ def report_markdown(metrics):
         ),
         "",
         f"Submitted: **{chosen['option']}**{set_by}, out-of-fold log loss {options[chosen['option']]['log_loss']:.4f}, "
-        f"{abs(gain):.4f} ({100 * abs(gain) / seed_log_loss:.1f}%) {'below' if gain >= 0 else 'above'} the seed's "
-        f"heads ({seed_log_loss:.4f}). Chance: {metrics['chance_log_loss']:.4f}.",
+        f"{abs(gain):.4f} ({100 * abs(gain) / baseline:.1f}%) {'below' if gain >= 0 else 'above'} heads_mean, the "
+        f"seed's heads ({baseline:.4f}). Chance: {metrics['chance_log_loss']:.4f}.",
         "",
         f"## Most-confused breed pairs ({chosen['option']}, out of fold)",
         "",

@@ -17,6 +17,30 @@ class SubmissionError(ValueError):
     """A submission that Kaggle would reject or score wrongly."""
 
 
+def write_predictions(options, chosen, competition, readable, output_dir, config):
+    """Write every scored option's test predictions to test_predictions/, the `chosen` one's as submission.csv,
+    and its out-of-fold predictions of the `readable` training images (their indices) to oof_predictions.csv.
+
+    A smoke run's predictions cover a few images: its submission is validated, not written, nor are the others,
+    so that none is taken for a submission.
+    """
+    test_ids, classes = competition.test_ids, competition.classes
+    submission = make_submission(test_ids, classes, chosen.test)
+    if config.smoke:
+        validate_submission(submission, test_ids, classes)
+        return
+    write_test_predictions({scored.option.name: scored.test for scored in options}, test_ids, classes,
+                           output_dir / "test_predictions")
+    write_submission(submission, test_ids, classes, output_dir / "submission.csv")
+    write_oof_predictions(
+        [competition.train_ids[index] for index in readable],
+        [classes[competition.train_labels[index]] for index in readable],
+        classes,
+        chosen.oof,
+        output_dir / "oof_predictions.csv",
+    )
+
+
 def make_submission(test_ids, classes, probabilities):
     """The submission frame: id, then one column per class, each row normalised to sum to 1."""
     probabilities = np.asarray(probabilities, np.float64)

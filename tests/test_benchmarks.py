@@ -6,14 +6,15 @@ from benchmarks import seed_reference
 from benchmarks.run import (
     bench_extraction, bench_loading, bench_logistic, print_table, row, synthetic_features, synthetic_jpegs,
 )
+from kaggle_src.config import make_config
 from kaggle_src.ensembles import score_predictions
-from kaggle_src.load_images import load_images
+from kaggle_src.load_images import LoadedImages
 from kaggle_src.train_heads import make_folds
 
 
 def test_loading_rows_compare_the_same_images(tmp_path):
     paths = synthetic_jpegs(tmp_path, 6)
-    ours = load_images(paths, 299).result()
+    ours = next(LoadedImages(paths, 299).batches(len(paths)))
     reference = seed_reference.load_images(paths, 299)  # BGR, as the public kernels kept it
     assert (ours == reference[..., ::-1]).all()  # the same bilinear resize: the same pixels, in RGB
     row = bench_loading(paths, 299, repeats=1)
@@ -33,7 +34,7 @@ def test_sequential_reference_heads_learn_and_fill_every_out_of_fold_row():
     labels = np.repeat(np.arange(4), 30)
     centres = rng.normal(0, 1, (4, 32))
     features = np.stack([centres[labels] + rng.normal(0, 0.3, (120, 32))] * 2, axis=1).astype(np.float32)
-    oof, predictions = seed_reference.train_heads(features, labels, 4, make_folds(labels, 3, 0), features[:10],
+    oof, predictions = seed_reference.train_heads(features, labels, 4, make_folds(labels, make_config(n_folds=3, seed=0)), features[:10],
                                                   learning_rate=0.01, epochs=30)
     assert oof.shape == (2, 120, 4) and predictions.shape == (10, 4)
     np.testing.assert_allclose(oof.sum(axis=-1), 1, rtol=1e-5)

@@ -144,12 +144,12 @@ def test_unknown_arguments_are_warned_of_on_stderr_with_the_closest_flag(capsys)
 
 def test_the_ensemble_setting_names_an_option_these_settings_score():
     assert make_config(ensemble="tta").ensemble == "tta" and make_config().ensemble == ""
-    every = "seed, geometric, tta, tta_geometric, tta_geometric_temperature, logistic, blend"
+    every = "heads_mean, geometric, tta, tta_geometric, tta_geometric_temperature, logistic, blend"
     for overrides, scored in [
         ({"ensemble": "best"}, every),
-        ({"ensemble": "tta", "flips": False}, "seed, geometric, logistic, blend"),
+        ({"ensemble": "tta", "flips": False}, "heads_mean, geometric, logistic, blend"),
         ({"ensemble": "logistic", "logistic": False},
-         "seed, geometric, tta, tta_geometric, tta_geometric_temperature, blend"),
+         "heads_mean, geometric, tta, tta_geometric, tta_geometric_temperature, blend"),
     ]:
         with pytest.raises(InputError) as error:
             make_config(**overrides)

@@ -2,8 +2,9 @@ import math
 
 import numpy as np
 
+from kaggle_src.config import make_config
 from kaggle_src.ensembles import (
-    OPTIONS, choose, combine, cross_fit_temperature, fit_blend_weights, fit_temperature, scale, score_options,
+    OPTIONS, best, choose, combine, cross_fit_temperature, fit_blend_weights, fit_temperature, scale, score_options,
     scored_names,
 )
 from kaggle_src.train_heads import make_folds
@@ -31,7 +32,7 @@ def softmax(logits):
 def test_each_option_combines_its_members_and_is_scored_out_of_fold():
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), 12)
-    folds = make_folds(labels, 4, seed=0)
+    folds = make_folds(labels, make_config(n_folds=4, seed=0))
     oof, test = probabilities(rng, 2, 2, 36, 3), probabilities(rng, 4, 2, 2, 5, 3)  # (folds,) head views, views, rows
     logistic_oof, logistic_test = probabilities(rng, 1, 2, 36, 3), probabilities(rng, 4, 1, 2, 5, 3)
     predictions = {"heads": (oof, test), "logistic": (logistic_oof, logistic_test)}
@@ -40,7 +41,7 @@ def test_each_option_combines_its_members_and_is_scored_out_of_fold():
     own_test = np.concatenate([test[:, 0, 0], test[:, 1, 1]])  # every fold's heads, each on its own view
     all_test = test.reshape(-1, 5, 3)
     expected = {
-        "seed": ((oof[0, 0] + oof[1, 1]) / 2, own_test.mean(axis=0)),
+        "heads_mean": ((oof[0, 0] + oof[1, 1]) / 2, own_test.mean(axis=0)),
         "geometric": (geometric(oof[[0, 1], [0, 1]]), geometric(own_test)),
         "tta": (oof.mean(axis=(0, 1)), all_test.mean(axis=0)),
         "tta_geometric": (geometric(oof.reshape(4, 36, 3)), geometric(all_test)),
@@ -64,24 +65,26 @@ def test_each_option_combines_its_members_and_is_scored_out_of_fold():
 def test_the_lowest_out_of_fold_log_loss_wins_and_brings_its_test_predictions():
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 4, 200)
-    folds = make_folds(labels, 5, seed=1)
+    folds = make_folds(labels, make_config(n_folds=5, seed=1))
 
     informed = probabilities(rng, 1, 2, 200, 4) * 0.2
     informed[..., np.arange(200), labels] += 0.8  # 0.8 and more on the true class, where the heads know nothing
     heads = (probabilities(rng, 2, 2, 200, 4), probabilities(rng, 5, 2, 2, 7, 4))
     logistic = (informed, probabilities(rng, 5, 1, 2, 7, 4))
     scored = score_options({"heads": heads, "logistic": logistic}, labels, folds)
-    chosen = choose(scored)
+    chosen = best(scored)
     assert chosen.option.name == "logistic"
     assert chosen.log_loss == min(s.log_loss for s in scored) < scored[0].log_loss
     np.testing.assert_allclose(chosen.test, logistic[1][:, 0, 0].mean(axis=0), rtol=1e-6)
-    assert choose(scored, "seed") is scored[0] and choose(scored, "tta").option.name == "tta"  # the ensemble setting
+    assert choose(scored, make_config()) is chosen  # no ensemble setting: the best
+    assert choose(scored, make_config(ensemble="heads_mean")) is scored[0]  # the ensemble setting
+    assert choose(scored, make_config(ensemble="tta")).option.name == "tta"
 
 
 def test_the_names_of_the_options_scored_are_those_score_options_gives():
     rng = np.random.default_rng(6)
     labels = rng.integers(0, 3, 30)
-    folds = make_folds(labels, 3, seed=6)
+    folds = make_folds(labels, make_config(n_folds=3, seed=6))
     for views in (1, 2):
         for logistic in (False, True):
             heads = (probabilities(rng, views, views, 30, 3), probabilities(rng, 3, views, views, 4, 3))
@@ -95,10 +98,11 @@ def test_the_names_of_the_options_scored_are_those_score_options_gives():
 def test_a_tie_goes_to_the_earlier_option():
     rng = np.random.default_rng(2)
     labels = rng.integers(0, 3, 30)
-    same = probabilities(rng, 1, 1, 30, 3)  # one view: seed and geometric are the same prediction
-    scored = score_options({"heads": (same, probabilities(rng, 3, 1, 1, 4, 3))}, labels, make_folds(labels, 3, seed=2))
-    assert [s.option.name for s in scored] == ["seed", "geometric", "blend"]  # no tta with one view, no logistic
-    assert choose(scored).option.name == "seed"
+    same = probabilities(rng, 1, 1, 30, 3)  # one view: heads_mean and geometric are the same prediction
+    folds = make_folds(labels, make_config(n_folds=3, seed=2))
+    scored = score_options({"heads": (same, probabilities(rng, 3, 1, 1, 4, 3))}, labels, folds)
+    assert [s.option.name for s in scored] == ["heads_mean", "geometric", "blend"]  # no tta with one view, no logistic
+    assert best(scored).option.name == "heads_mean"
 
 
 def test_geometric_mean_is_renormalised_to_rows_summing_to_one():
@@ -116,7 +120,7 @@ def test_temperature_fixes_over_confidence_and_leaves_calibrated_predictions_alo
     logits = rng.normal(0, 2, (6000, 5))
     calibrated = softmax(logits)
     labels = (calibrated.cumsum(axis=1) < rng.random((6000, 1))).sum(axis=1)  # drawn from the predictions
-    folds = make_folds(labels, 5, seed=4)
+    folds = make_folds(labels, make_config(n_folds=5, seed=4))
     assert abs(fit_temperature(calibrated, labels) - 1) < 0.08
     over_confident = softmax(3 * logits)
     assert abs(fit_temperature(over_confident, labels) - 3) < 0.25
@@ -131,7 +135,7 @@ def test_cross_fitting_scales_each_fold_with_a_temperature_fitted_on_the_other_f
     rng = np.random.default_rng(5)
     logits = rng.normal(0, 2, (3000, 5))
     labels = (softmax(logits).cumsum(axis=1) < rng.random((3000, 1))).sum(axis=1)
-    folds = make_folds(labels, 5, seed=5)
+    folds = make_folds(labels, make_config(n_folds=5, seed=5))
     first = folds[0][1]
     predictions = softmax(logits)
     predictions[first] = softmax(4 * logits[first])  # only the first fold is over-confident
@@ -154,7 +158,7 @@ def test_blend_weights_maximise_the_likelihood_of_the_true_classes():
 def test_the_blend_is_cross_fitted_and_its_test_weights_fitted_on_every_row():
     rng = np.random.default_rng(8)
     labels = rng.integers(0, 4, 120)
-    folds = make_folds(labels, 4, seed=8)
+    folds = make_folds(labels, make_config(n_folds=4, seed=8))
     heads = (probabilities(rng, 2, 2, 120, 4), probabilities(rng, 4, 2, 2, 9, 4))
     logistic = (probabilities(rng, 1, 2, 120, 4), probabilities(rng, 4, 1, 2, 9, 4))
     scored = score_options({"heads": heads, "logistic": logistic}, labels, folds)

@@ -16,7 +16,7 @@ from kaggle_src.extract_features import (
     choose_batch_size, estimate_seconds, extract_features, fuse_views, preprocess,
 )
 from kaggle_src.find_inputs import find_inputs
-from kaggle_src.load_images import load_images
+from kaggle_src.load_images import LoadedImages
 from tests.conftest import INPUT_STUB, REPO, write_legacy_weights
 
 SIZE = 75  # InceptionV3's smallest input: the cheapest size both backbones accept
@@ -39,8 +39,8 @@ def loaded(images, folder):
     paths = [folder / f"{index}.png" for index in range(len(images))]
     for path, image in zip(paths, images):
         cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    result = load_images(paths, images.shape[1], n_jobs=2)
-    assert (result.result() == images).all()
+    result = LoadedImages(paths, images.shape[1], n_jobs=2)
+    assert (next(result.batches(len(paths))) == images).all()
     return result
 
 
@@ -210,7 +210,7 @@ def test_extraction_starts_before_loading_ends(tmp_path, monkeypatch, images):
     monkeypatch.setattr(module, "load_image", slow_last_image)
     for index, image in enumerate(images):
         cv2.imwrite(str(tmp_path / f"{index}.png"), image)
-    loading = load_images([tmp_path / f"{index}.png" for index in range(5)], SIZE, n_jobs=2)
+    loading = LoadedImages([tmp_path / f"{index}.png" for index in range(5)], SIZE, n_jobs=2)
     batches = loading.batches(2)
     next(batches)
     first_batch_taken.set()

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from kaggle_src.load_images import load_image, load_images
+from kaggle_src.load_images import LoadedImages, load_image
 from tests.conftest import encode, flat_cmyk_jpeg, with_exif
 
 RED, BLUE = (250, 0, 0), (0, 0, 250)  # RGB
@@ -111,8 +111,8 @@ def test_a_truncated_jpeg_is_used_with_a_warning_where_opencv_decodes_part_of_it
 
 def test_parallel_loading_keeps_the_order(tmp_path):
     paths = [write(tmp_path / f"{value}.png", np.full((10 + value, 12, 3), value * 10, np.uint8)) for value in range(12)]
-    loading = load_images(paths, 8, n_jobs=2)
-    images = loading.result()
+    loading = LoadedImages(paths, 8, n_jobs=2)
+    images = next(loading.batches(len(paths)))  # one batch of every image, once all are in
     assert images.shape == (12, 8, 8, 3) and images.dtype == np.uint8 and loading.failed == []
     assert [int(image.mean()) for image in images] == [value * 10 for value in range(12)]
 
@@ -135,8 +135,8 @@ def test_unreadable_images_are_listed_and_left_blank(tmp_path, capsys):
     for name, data in damaged.items():
         (tmp_path / name).write_bytes(data)
     paths = [tmp_path / "missing.jpg", good, *(tmp_path / name for name in damaged), tmp_path]  # last: a folder
-    loading = load_images(paths, 8, n_jobs=2)
-    images = loading.result()
+    loading = LoadedImages(paths, 8, n_jobs=2)
+    images = next(loading.batches(len(paths)))  # one batch of every image, once all are in
     assert loading.failed == [0, 2, 3, 4, 5, 6]
     assert (images[1] == 9).all() and (np.delete(images, 1, axis=0) == 0).all()
     assert "warning" not in capsys.readouterr().err  # the pipeline, which knows the ids, does the warning

@@ -16,7 +16,7 @@ import pytest
 
 from kaggle_src import load_images, pipeline
 from kaggle_src.backbones import BACKBONES
-from kaggle_src.config import InputError
+from kaggle_src.config import InputError, make_config
 from kaggle_src.ensembles import OPTIONS
 from kaggle_src.find_inputs import read_competition
 from kaggle_src.pipeline import MAX_NAMED, main, warn_unreadable
@@ -60,8 +60,8 @@ def test_metrics_hold_the_cv_scores_counts_times_and_config(dry_run):
     best = min(metrics["options"], key=lambda name: metrics["options"][name]["log_loss"])
     assert metrics["chosen"]["option"] == best == metrics["chosen"]["best_out_of_fold"]
     assert metrics["oof"]["ensemble"] == {key: metrics["options"][best][key] for key in ("log_loss", "accuracy")}
-    improvement = metrics["options"]["seed"]["log_loss"] - metrics["oof"]["ensemble"]["log_loss"]
-    assert metrics["chosen"]["improvement_over_seed"] == improvement >= 0
+    improvement = metrics["options"]["heads_mean"]["log_loss"] - metrics["oof"]["ensemble"]["log_loss"]
+    assert metrics["chosen"]["improvement_over_heads_mean"] == improvement >= 0
     assert 0 < metrics["options"]["tta_geometric_temperature"]["temperature"] < 20
     assert 1 <= len(metrics["confused"]) <= 10
     assert len(metrics["folds"]) == 10
@@ -118,7 +118,7 @@ def test_without_flips_or_logistic_regressions_their_options_are_left_out(small_
     quick = ["--dry-run", "--image-size", "75", "--max-epochs", "2", "--input-root", str(small_stub)]
     assert main([*quick, "--output-dir", str(tmp_path), "--no-flips", "--no-logistic"]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert list(metrics["options"]) == ["seed", "geometric", "blend"]
+    assert list(metrics["options"]) == ["heads_mean", "geometric", "blend"]
     assert "train_logistic" not in metrics["seconds"] and len(metrics["folds"]) == 5
 
 
@@ -180,11 +180,11 @@ STOPS = {
     "image below a backbone's minimum": (lambda c: None, ["--dry-run", "--image-size", "72"],
                                          "config image_size=72: expected at least 75 for these backbones"),
     "ensemble not an option": (lambda c: None, ["--dry-run", "--ensemble", "best"],
-                               "config ensemble='best': expected one of the options these settings score: seed, "
-                               "geometric, tta, tta_geometric, tta_geometric_temperature, logistic, blend"),
+                               "config ensemble='best': expected one of the options these settings score: "
+                               "heads_mean, geometric, tta, tta_geometric, tta_geometric_temperature, logistic, blend"),
     "ensemble not scored without flips": (lambda c: None, ["--dry-run", "--no-flips", "--ensemble", "tta"],
                                           "config ensemble='tta': expected one of the options these settings score: "
-                                          "seed, geometric, logistic, blend"),
+                                          "heads_mean, geometric, logistic, blend"),
     "a flag's value of the wrong type": (lambda c: None, ["--dry-run", "--image-size", "abc"],
                                          "config image_size='abc': expected an integer"),
     "a switch given a value": (lambda c: None, ["--dry-run", "--flips=yes"],
@@ -263,18 +263,18 @@ def expected_warning(root, split, image_id):
 
 def test_unreadable_images_past_the_cap_are_counted_and_too_few_readable_to_train_stops(small_stub, capsys):
     competition = read_competition(small_stub / COMPETITION)
-    warn_unreadable(competition, "test", list(range(MAX_NAMED + 3)), n_folds=5)
+    warn_unreadable(competition, "test", list(range(MAX_NAMED + 3)), make_config(n_folds=5))
     named = [expected_warning(small_stub, "test", image_id) for image_id in competition.test_ids[:MAX_NAMED]]
     counted = "warning: 3 more unreadable test images; metrics.json lists them all"
     assert capsys.readouterr().err.splitlines() == [*named, counted]
     labels = competition.train_labels
     beyond_four_per_breed = [index for index in range(len(labels)) if (labels[:index] == labels[index]).sum() >= 4]
     with pytest.raises(InputError) as error:
-        warn_unreadable(competition, "train", beyond_four_per_breed, n_folds=5)
+        warn_unreadable(competition, "train", beyond_four_per_breed, make_config(n_folds=5))
     assert str(error.value) == (
         f"{small_stub / COMPETITION / 'train'}: 40 of 60 images readable; 5-fold CV needs at least 5 of one breed"
     )
-    warn_unreadable(competition, "train", beyond_four_per_breed, n_folds=4)  # 4 of each breed: enough for 4 folds
+    warn_unreadable(competition, "train", beyond_four_per_breed, make_config(n_folds=4))  # 4 of each breed: enough for 4 folds
 
 
 def read_run(root, output_dir):

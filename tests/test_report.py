@@ -22,11 +22,11 @@ def test_confused_pairs_sum_both_directions_and_come_most_first():
 def metrics(confused):
     return {
         "options": {
-            "seed": {"log_loss": 0.25, "accuracy": 0.93},
+            "heads_mean": {"log_loss": 0.25, "accuracy": 0.93},
             "tta": {"log_loss": 0.2, "accuracy": 0.94},
             "tta_geometric_temperature": {"log_loss": 0.22, "accuracy": 0.935, "temperature": 0.8},
         },
-        "chosen": {"option": "tta", "best_out_of_fold": "tta", "improvement_over_seed": 0.05},
+        "chosen": {"option": "tta", "best_out_of_fold": "tta", "improvement_over_heads_mean": 0.05},
         "confused": confused,
         "counts": {"train_images": 10222, "folds": 5},
         "chance_log_loss": 4.787,
@@ -39,10 +39,11 @@ def test_report_holds_the_table_the_winner_the_confused_pairs_and_the_times():
     report = report_markdown(metrics([pair]))
     assert summary_line(metrics([pair])) == "submitted tta: out-of-fold log loss 0.2000, accuracy 0.940; 400 s"
     assert report.startswith("# submitted tta: out-of-fold log loss 0.2000, accuracy 0.940; 400 s\n")
-    assert "| seed | each head on its own view, arithmetic mean (the seed's) | 0.2500 | 0.9300 |" in report
+    assert "| heads_mean | each head on its own view, arithmetic mean (the seed's) | 0.2500 | 0.9300 |" in report
     assert "| **tta** (submitted) | each head on both views, arithmetic mean | 0.2000 | 0.9400 |" in report
     assert "temperature-scaled (T = 0.800) | 0.2200 | 0.9350 |" in report
-    assert "Submitted: **tta**, out-of-fold log loss 0.2000, 0.0500 (20.0%) below the seed's heads (0.2500)" in report
+    assert ("Submitted: **tta**, out-of-fold log loss 0.2000, 0.0500 (20.0%) below heads_mean, the seed's heads "
+            "(0.2500)") in report
     assert "| akita / beagle | 5 | 3 | 2 |" in report
     assert "| train_heads | 60.5 |" in report and "| total | 400.3 |" in report
     assert "None: every out-of-fold prediction's top breed is the true one." in report_markdown(metrics([]))
@@ -50,10 +51,10 @@ def test_report_holds_the_table_the_winner_the_confused_pairs_and_the_times():
 
 def test_an_option_set_by_ensemble_is_reported_as_such_with_its_gain_or_loss():
     set_by_ensemble = metrics([])
-    set_by_ensemble["chosen"] = {"option": "seed", "best_out_of_fold": "tta", "improvement_over_seed": 0.0}
-    assert "Submitted: **seed** (set by --ensemble; the best out of fold is tta), out-of-fold log loss 0.2500, " \
-        "0.0000 (0.0%) below the seed's heads" in report_markdown(set_by_ensemble)
+    set_by_ensemble["chosen"] = {"option": "heads_mean", "best_out_of_fold": "tta", "improvement_over_heads_mean": 0.0}
+    assert "Submitted: **heads_mean** (set by --ensemble; the best out of fold is tta), out-of-fold log loss " \
+        "0.2500, 0.0000 (0.0%) below heads_mean" in report_markdown(set_by_ensemble)
     set_by_ensemble["chosen"] = {"option": "tta_geometric_temperature", "best_out_of_fold": "tta",
-                                 "improvement_over_seed": -0.03}
+                                 "improvement_over_heads_mean": -0.03}
     report = report_markdown(set_by_ensemble)
-    assert "out-of-fold log loss 0.2200, 0.0300 (12.0%) above the seed's heads (0.2500)" in report
+    assert "out-of-fold log loss 0.2200, 0.0300 (12.0%) above heads_mean, the seed's heads (0.2500)" in report

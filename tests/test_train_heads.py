@@ -9,20 +9,18 @@ from kaggle_src.ensembles import score_predictions
 from kaggle_src import train_heads as train_heads_module
 from kaggle_src.train_heads import C_GRID, choose_by_cross_fitting, make_folds, train_heads, train_logistic
 
-VIEWS = ("original", "flipped")
-
 
 def test_folds_are_stratified_disjoint_and_reproducible():
     labels = np.repeat(np.arange(4), [10, 15, 20, 25])
-    folds = make_folds(labels, 5, seed=3)
+    folds = make_folds(labels, make_config(n_folds=5, seed=3))
     validation = np.concatenate([val for _, val in folds])
     assert sorted(validation) == list(range(len(labels)))  # each sample validated exactly once
     for train, val in folds:
         assert not set(train) & set(val)
         assert (np.bincount(labels[val], minlength=4) == [2, 3, 4, 5]).all()
-    again = make_folds(labels, 5, seed=3)
+    again = make_folds(labels, make_config(n_folds=5, seed=3))
     assert all((a[1] == b[1]).all() for a, b in zip(folds, again))
-    other = make_folds(labels, 5, seed=4)
+    other = make_folds(labels, make_config(n_folds=5, seed=4))
     assert any((a[1] != b[1]).any() for a, b in zip(folds, other))
 
 
@@ -39,13 +37,13 @@ def separable(n_per_class=20, n_classes=3, seed=0):
 def test_heads_learn_separable_features_and_fill_every_out_of_fold_row():
     features, labels = separable()
     config = make_config(n_folds=3, max_epochs=40, patience=40, learning_rate=0.02, standardise=True)
-    heads, oof = train_heads(features, labels, make_folds(labels, 3, config.seed), 3, config)
+    heads, oof = train_heads(features, labels, make_folds(labels, config), 3, config)
     assert [(head.fold, head.view) for head in heads] == [(f, v) for f in range(3) for v in range(2)]
     assert oof.shape == (2, 2, 60, 3)  # (head views, views, rows, classes)
     np.testing.assert_allclose(oof.sum(axis=-1), 1, rtol=1e-5)
     for view in range(2):
         assert score_predictions(oof[view, view], labels, 3)["log_loss"] < 0.5 * math.log(3)
-    folds = make_folds(labels, 3, config.seed)
+    folds = make_folds(labels, config)
     for head in heads:  # the other view's out-of-fold rows are this head's predictions on that view
         rows = folds[head.fold][1]
         np.testing.assert_allclose(oof[head.view, 1 - head.view, rows], head.predict(features[rows, 1 - head.view]))
@@ -54,7 +52,7 @@ def test_heads_learn_separable_features_and_fill_every_out_of_fold_row():
 def test_without_standardise_heads_see_the_features_as_they_are_like_the_seeds():
     features, labels = separable()
     config = make_config(n_folds=3, max_epochs=40, patience=40, learning_rate=0.02, standardise=False)
-    heads, oof = train_heads(features, labels, make_folds(labels, 3, config.seed), 3, config)
+    heads, oof = train_heads(features, labels, make_folds(labels, config), 3, config)
     for head in heads:
         assert not head.mean.any() and (head.scale == 1).all()
     assert score_predictions(oof[0, 0], labels, 3)["log_loss"] < 0.5 * math.log(3)  # the unit-scale view learns
@@ -78,8 +76,8 @@ def logistic_reference(features, labels, train, c):
 
 def test_logistic_regressions_fit_every_view_and_take_the_c_that_the_other_folds_validate():
     features, labels = two_alike_views()
-    folds = make_folds(labels, 3, seed=5)
-    heads, oof = train_logistic(features, labels, folds, 3, VIEWS)
+    folds = make_folds(labels, make_config(n_folds=3, seed=5))
+    heads, oof = train_logistic(features, labels, folds, 3, make_config())
     assert oof.shape == (2, 2, 60, 3)  # a regression per fold, applied to each view as a head of that view
     assert [(head.fold, head.view) for head in heads] == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
     losses, predictions = np.zeros((3, len(C_GRID))), {}
@@ -110,8 +108,8 @@ def test_logistic_regression_keeps_every_class_column_with_two_classes_or_one_ab
     monkeypatch.setattr(train_heads_module, "C_GRID", (1.0,))
     features, labels = two_alike_views(n_per_class=12)
     labels = np.where(labels == 1, 2, labels)  # classes 0 and 2 of 3 only
-    folds = make_folds(labels, 3, seed=5)
-    heads, oof = train_logistic(features, labels, folds, 3, VIEWS)
+    folds = make_folds(labels, make_config(n_folds=3, seed=5))
+    heads, oof = train_logistic(features, labels, folds, 3, make_config())
     np.testing.assert_allclose(oof[0, 0].sum(axis=1), 1, rtol=1e-5)
     assert (oof[0, 0][:, 1] == 0).all()
     train, validation = folds[0]
@@ -136,7 +134,7 @@ def test_each_head_stops_on_its_own_validation_loss():
     noise = rng.normal(0, 1, (90, 16))
     features = np.stack([learnable, noise], axis=1).astype(np.float32)
     config = make_config(n_folds=3, max_epochs=60, patience=3, learning_rate=0.03, head_batch_size=16)
-    heads, oof = train_heads(features, labels, make_folds(labels, 3, config.seed), 3, config)
+    heads, oof = train_heads(features, labels, make_folds(labels, config), 3, config)
     epochs = {view: [head.epochs for head in heads if head.view == view] for view in (0, 1)}
     assert np.mean(epochs[1]) < 0.5 * np.mean(epochs[0])
     assert len(set(epochs[0] + epochs[1])) > 2  # each stopped at its own epoch

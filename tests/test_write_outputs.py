@@ -73,15 +73,15 @@ def test_each_options_test_predictions_are_a_validated_submission_and_only_this_
     folder = tmp_path / "test_predictions"
     folder.mkdir()
     (folder / "tta.csv").write_text("an earlier run's option\n")
-    predictions = {"seed": [[0.2, 0.6], [1.0, 1.0], [0.0, 3.0]], "logistic": [[1.0, 0.0], [0.5, 0.5], [0.3, 0.7]]}
+    predictions = {"heads_mean": [[0.2, 0.6], [1.0, 1.0], [0.0, 3.0]], "logistic": [[1.0, 0.0], [0.5, 0.5], [0.3, 0.7]]}
     write_test_predictions(predictions, IDS, CLASSES, folder)
-    assert sorted(path.name for path in folder.iterdir()) == ["logistic.csv", "seed.csv"]
+    assert sorted(path.name for path in folder.iterdir()) == ["heads_mean.csv", "logistic.csv"]
     for name, probabilities in predictions.items():
         written = pd.read_csv(folder / f"{name}.csv")
         pd.testing.assert_frame_equal(written, make_submission(IDS, CLASSES, probabilities), rtol=1e-6)
     with pytest.raises(SubmissionError, match="test_predictions/geometric.csv: probabilities are not all finite"):
         write_test_predictions({"geometric": [[np.nan, 1.0], [1.0, 1.0], [1.0, 1.0]]}, IDS, CLASSES, folder)
-    assert sorted(path.name for path in folder.iterdir()) == ["logistic.csv", "seed.csv"]
+    assert sorted(path.name for path in folder.iterdir()) == ["heads_mean.csv", "logistic.csv"]
 
 
 def test_out_of_fold_predictions_hold_the_id_the_true_breed_and_normalised_rows(tmp_path):
