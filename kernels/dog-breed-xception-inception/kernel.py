@@ -7,8 +7,8 @@ softmax heads, and writes the ensemble with the best out-of-fold log loss to
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   20297f7
-    sources sha256:  c6704e7920d052c5cf98426df514c7026c2e5290ca4f2c4a609a1a2d1370f1ff
+    source commit:   a19d98a
+    sources sha256:  a4ac0f211ca8ccfa12e263df8104fbf6ead6bccd2d8f95d8187eb1d8fe3220de
     build settings:  none (the defaults)
     configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, standardise=True,
@@ -25,7 +25,7 @@ import linecache
 import sys
 
 BUILD_SETTINGS = {}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': '20297f7', 'sources_sha256': 'c6704e7920d052c5cf98426df514c7026c2e5290ca4f2c4a609a1a2d1370f1ff', 'settings': {}}
+BUILD = {'commit': 'a19d98a', 'sources_sha256': 'a4ac0f211ca8ccfa12e263df8104fbf6ead6bccd2d8f95d8187eb1d8fe3220de', 'settings': {}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -47,6 +47,23 @@ os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 '''
 
+# ---- kaggle_src/errors.py ----
+SOURCES['kaggle_src.errors'] = r'''
+"""How a run reports trouble: a stop (InputError, one line before any heavy work) or a warning it survives."""
+import sys
+
+from tqdm import tqdm
+
+
+class InputError(ValueError):
+    """Bad configuration or input files: reported as one line, before any heavy work starts."""
+
+
+def warn(message):
+    """Report a problem the run survives: one line on stderr, on a line of its own even while a progress bar runs."""
+    tqdm.write(f"warning: {message}", file=sys.stderr)
+'''
+
 # ---- kaggle_src/config.py ----
 SOURCES['kaggle_src.config'] = r'''
 """Every setting of a run in one place, with the seed's values as defaults, checked at the door."""
@@ -61,21 +78,13 @@ from tqdm import tqdm
 
 from .backbones import BACKBONES, KERAS_PRETRAINED
 from .ensembles import OPTIONS, scored_names
+from .errors import InputError, warn
 
 DEFAULT_BACKBONES = ("xception", "inception_v3")  # the seed's pair
 DRY_RUN_IMAGE_SIZE = 96  # what --dry-run uses unless --image-size is given
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 XLA_MODES = ("auto", "on", "off")
 PROGRESS_SECONDS = 10  # a progress bar's refresh in a log that is no terminal
-
-
-class InputError(ValueError):
-    """Bad configuration or input files: reported as one line, before any heavy work starts."""
-
-
-def warn(message):
-    """Report a problem the run survives: one line on stderr, on a line of its own even while a progress bar runs."""
-    tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
 def progress(total, desc, unit):
@@ -129,7 +138,7 @@ class Config:
     standardise: bool = setting(
         True, "heads centre and scale each feature by their training fold's mean and standard deviation (the "
         "seed's heads did not: --no-standardise); on real ImageNet features it lowered the held-out log loss "
-        "of the seed's heads by a third or more, and random-init features (dry runs) need it",
+        "of the seed's heads, and random-init features (dry runs) need it",
     )
     logistic: bool = setting(
         True, "also fit logistic regressions on the CPU, per fold at each C of 0.3, 1, 3, on every view: the "
@@ -461,7 +470,7 @@ import numpy as np
 import pandas as pd
 
 from .backbones import BACKBONES
-from .config import InputError, warn
+from .errors import InputError, warn
 
 KAGGLE_INPUT = Path("/kaggle/input")
 KAGGLE_WORKING = Path("/kaggle/working")
@@ -673,7 +682,7 @@ import cv2
 import numpy as np
 from joblib import Parallel, delayed
 
-from .config import warn
+from .errors import warn
 
 
 def load_image(path, size):
@@ -692,7 +701,7 @@ def load_image(path, size):
         return None
     if data[:2].tobytes() == b"\xff\xd8" and data[-2:].tobytes() != b"\xff\xd9":
         warn(f"{path}: JPEG without its end-of-image marker (truncated?); using the part that decodes")
-    # Bilinear, as the seed's cv2.resize; INTER_AREA (twice as slow) only where bilinear would alias badly.
+    # Bilinear, as the seed's cv2.resize; INTER_AREA (slower) only where bilinear would alias badly.
     shrink = min(image.shape[:2]) / size
     image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink >= 2 else cv2.INTER_LINEAR)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -701,7 +710,8 @@ def load_image(path, size):
 class LoadedImages:
     """`paths` decoded in order into `array` (n, size, size, 3) uint8 by `n_jobs` threads, in the background.
 
-    Rows of images that could not be read stay zero; their indices are in `failed` once loading is done.
+    Rows of images that could not be read stay zero; their indices are in `failed` once loading is done. Its
+    progress shows in the bar of whoever takes its batches (the extraction's).
     """
 
     def __init__(self, paths, size, n_jobs=-1, desc="images"):
@@ -754,17 +764,6 @@ class LoadedImages:
             stop = min(start + batch_size, len(self))
             self._wait_for(stop)
             yield self.array[start:stop]
-
-    def result(self):
-        """The whole array, once every image is loaded."""
-        self._wait_for(len(self))
-        return self.array
-
-
-def load_images(paths, size, n_jobs=-1, desc="images"):
-    """Start decoding `paths` into one uint8 RGB array in the background; returns LoadedImages at once. (Its
-    progress shows in the extraction's bar, which waits on it.)"""
-    return LoadedImages(paths, size, n_jobs, desc)
 '''
 
 # ---- kaggle_src/extract_features.py ----
@@ -791,7 +790,8 @@ import tensorflow as tf
 from keras import ops
 
 from .backbones import BACKBONES
-from .config import InputError, progress
+from .config import progress
+from .errors import InputError
 
 CPU_BATCH_SIZE = 64  # images per batch without a GPU
 MAX_BATCH_SIZE = 256  # images per replica at most
@@ -868,6 +868,13 @@ def describe_extractor(extractor):
     backbone = next(layer for layer in extractor.layers if isinstance(layer, keras.Model))
     return {"compute_dtype": backbone.compute_dtype, "replicas": extractor.distribute_strategy.num_replicas_in_sync,
             "xla": bool(extractor.jit_compile)}
+
+
+def describe_runtime(extraction):
+    """What the run ran on: the TensorFlow, Keras and numpy versions, the GPUs, and `extraction` (describe_extractor's
+    account with the batch size per split; None where the features were read, not extracted)."""
+    return {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__, "gpus": gpu_names(),
+            "extraction": extraction}
 
 
 def distribution_strategy(devices=None):
@@ -1013,7 +1020,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import InputError
+from .errors import InputError
 
 FEATURES_FILE = "features.npz"
 MANIFEST_FILE = "features_manifest.json"
@@ -1055,6 +1062,15 @@ def save_features(directory, features, competition, config, weights, failed, com
 
 def decode(coded, mean, std):
     return coded.astype(np.float32) * std + mean
+
+
+def find_saved_features(competition, config):
+    """For a heads-only run (config.features): the folder under config.features that holds the saved features,
+    and their manifest, checked against `competition` and the configured views. None for a run that extracts."""
+    if not config.features:
+        return None
+    folder = find_features(config.features)
+    return folder, read_manifest(folder, competition, config)
 
 
 def find_features(root):
@@ -1105,9 +1121,8 @@ stay independent. Each head stops early on its own validation loss, keeps its be
 and leaves the loop, so a head costs what its sequential fit would: no wasted rows, no wasted epochs.
 
 With `standardise` (the default; the seed's heads had none) each head centres and scales its inputs by its
-training fold's mean and standard deviation. On real ImageNet Xception features of a stub whose breeds
-survive a flip, it lowered the held-out log loss of the seed's heads from 0.349 to 0.216 (6 images per
-breed) and from 0.031 to 0.010 (40 per breed); random-init features (dry runs), nearly constant per
+training fold's mean and standard deviation: on real ImageNet features it lowered the held-out log loss of
+the seed's heads (the README gives the measurement), and random-init features (dry runs), nearly constant per
 column, teach a head nothing without it.
 
 The logistic regressions (scikit-learn's: lbfgs, its limit of 100 iterations) always standardise, which
@@ -1154,9 +1169,9 @@ class TrainedHead:
         return probabilities / probabilities.sum(axis=1, keepdims=True)
 
 
-def make_folds(labels, n_folds, seed):
-    """Stratified, shuffled, reproducible (train_index, validation_index) pairs."""
-    splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+def make_folds(labels, config):
+    """config.n_folds stratified (train_index, validation_index) pairs, shuffled by config.seed: reproducible."""
+    splitter = StratifiedKFold(n_splits=config.n_folds, shuffle=True, random_state=config.seed)
     return list(splitter.split(np.zeros((len(labels), 1)), labels))
 
 
@@ -1237,18 +1252,20 @@ def train_heads(features, labels, folds, n_classes, config):
         if not active:
             break
     bar.close()
-    return heads, out_of_fold(heads, features, labels, folds, n_classes, config.views, "epochs")
+    oof = out_of_fold(heads, features, labels, folds, n_classes)
+    print_validation(heads, config.views, "epochs")
+    return heads, oof
 
 
-def train_logistic(features, labels, folds, n_classes, views):
+def train_logistic(features, labels, folds, n_classes, config):
     """Logistic regressions on standardised features, each fitted on every view's rows (a flipped dog is as much
-    a dog) and applied to each view (its TTA). Return (heads, out-of-fold predictions); `views` names the views.
+    a dog) and applied to each view (its TTA). Return (heads, out-of-fold predictions).
 
     C (the inverse L2 strength) is chosen from C_GRID by cross-fitting: per fold, a regression at each C,
     warm-started from the one before; a fold's out-of-fold rows come from its regression at the C with the
     lowest validation log loss summed over the other folds, so the choice never sees the rows it is scored
     on. The test gets every fold's regression at the C that is best over all folds. (One regression refitted
-    on every row at that C scored worse on held-out real features than the mean of the five: 0.176 to 0.156.)
+    on every row at that C scored worse on held-out real features than the mean of the five.)
     """
     features = np.asarray(features, np.float32)
     candidates = []  # candidates[fold][c]: that fold's regression at C_GRID[c], as its heads
@@ -1275,7 +1292,8 @@ def train_logistic(features, labels, folds, n_classes, views):
           + f"; out of fold, each fold at the best C on the others ({', '.join(f'{C_GRID[i]:g}' for i in cross_fitted)})"
           f"; for the test, every fold's at C={C_GRID[best]:g}")
     oof_heads = [head for fold, choice in enumerate(cross_fitted) for head in candidates[fold][choice]]
-    oof = out_of_fold(oof_heads, features, labels, folds, n_classes, views, "lbfgs iterations")
+    oof = out_of_fold(oof_heads, features, labels, folds, n_classes)
+    print_validation(oof_heads, config.views, "lbfgs iterations")
     return [head for fold in range(len(folds)) for head in candidates[fold][best]], oof
 
 
@@ -1310,11 +1328,10 @@ def standardisation(train):
     return train.mean(axis=0), (1 / np.where(std > 0, std, 1)).astype(np.float32)
 
 
-def out_of_fold(heads, features, labels, folds, n_classes, views, steps):
+def out_of_fold(heads, features, labels, folds, n_classes):
     """Each head's predictions on its fold's validation rows, on every view: (head views, views, n, classes).
 
-    Also scores each head on its own view's validation rows (its val_log_loss and val_accuracy) and prints it,
-    naming its view by `views` and what it ran by `steps`.
+    Also scores each head on its own view's validation rows: its val_log_loss and val_accuracy.
     """
     n_samples, n_views = features.shape[:2]
     oof = np.zeros((max(head.view for head in heads) + 1, n_views, n_samples, n_classes), np.float32)
@@ -1324,11 +1341,15 @@ def out_of_fold(heads, features, labels, folds, n_classes, views, steps):
             oof[head.view, view, rows] = head.predict(features[rows, view])
         score = score_predictions(oof[head.view, head.view, rows], labels[rows], n_classes)
         head.val_log_loss, head.val_accuracy = score["log_loss"], score["accuracy"]
-        print(
-            f"fold {head.fold} {views[head.view]}: {head.epochs} {steps}, "
-            f"val log loss {head.val_log_loss:.4f}, accuracy {head.val_accuracy:.4f}"
-        )
     return oof
+
+
+def print_validation(heads, views, counted):
+    """One line per head: its fold, its view (named by `views`), what it ran (its epochs, as `counted` calls
+    them) and its validation scores."""
+    for head in heads:
+        print(f"fold {head.fold} {views[head.view]}: {head.epochs} {counted}, "
+              f"val log loss {head.val_log_loss:.4f}, accuracy {head.val_accuracy:.4f}")
 '''
 
 # ---- kaggle_src/predict.py ----
@@ -1396,7 +1417,7 @@ class Option:
 
 
 OPTIONS = (
-    Option("seed", "heads", False, False, False, "each head on its own view, arithmetic mean (the seed's)"),
+    Option("heads_mean", "heads", False, False, False, "each head on its own view, arithmetic mean (the seed's)"),
     Option("geometric", "heads", False, True, False, "each head on its own view, geometric mean"),
     Option("tta", "heads", True, False, False, "each head on both views, arithmetic mean"),
     Option("tta_geometric", "heads", True, True, False, "each head on both views, geometric mean"),
@@ -1511,11 +1532,15 @@ def scored_names(flips, logistic):
     ]
 
 
-def choose(scored, name=""):
-    """The option called `name` (the ensemble setting); if "", the one with the lowest out-of-fold log loss, on a
-    tie the earlier one (the seed's before the rest)."""
-    if name:
-        return next(candidate for candidate in scored if candidate.option.name == name)
+def choose(scored, config):
+    """The option that `config`'s ensemble setting names; if none, the best out of fold."""
+    if config.ensemble:
+        return next(candidate for candidate in scored if candidate.option.name == config.ensemble)
+    return best(scored)
+
+
+def best(scored):
+    """The option with the lowest out-of-fold log loss; on a tie the earlier one (heads_mean before the rest)."""
     return min(scored, key=lambda candidate: candidate.log_loss)
 
 
@@ -1590,6 +1615,30 @@ import pandas as pd
 
 class SubmissionError(ValueError):
     """A submission that Kaggle would reject or score wrongly."""
+
+
+def write_predictions(options, chosen, competition, readable, output_dir, config):
+    """Write every scored option's test predictions to test_predictions/, the `chosen` one's as submission.csv,
+    and its out-of-fold predictions of the `readable` training images (their indices) to oof_predictions.csv.
+
+    A smoke run's predictions cover a few images: its submission is validated, not written, nor are the others,
+    so that none is taken for a submission.
+    """
+    test_ids, classes = competition.test_ids, competition.classes
+    submission = make_submission(test_ids, classes, chosen.test)
+    if config.smoke:
+        validate_submission(submission, test_ids, classes)
+        return
+    write_test_predictions({scored.option.name: scored.test for scored in options}, test_ids, classes,
+                           output_dir / "test_predictions")
+    write_submission(submission, test_ids, classes, output_dir / "submission.csv")
+    write_oof_predictions(
+        [competition.train_ids[index] for index in readable],
+        [classes[competition.train_labels[index]] for index in readable],
+        classes,
+        chosen.oof,
+        output_dir / "oof_predictions.csv",
+    )
 
 
 def make_submission(test_ids, classes, probabilities):
@@ -1681,11 +1730,70 @@ def _write_atomically(path, write):
 
 # ---- kaggle_src/report.py ----
 SOURCES['kaggle_src.report'] = r'''
-"""report.md, a short account of a run read from its metrics: one line on the submitted option, the
-ensembling options' out-of-fold scores, the breeds most often mistaken for each other, and the time per stage."""
+"""A run's account: metrics.json's content, gathered from what the stages returned, and report.md, a short
+reading of it: one line on the submitted option, the ensembling options' out-of-fold scores, the breeds most
+often mistaken for each other, and the time per stage."""
+import math
+
 import numpy as np
 
-from .ensembles import OPTIONS
+from .ensembles import OPTIONS, best, score_predictions
+
+
+def cv_metrics(competition, failed, labels, heads, oof, options, chosen, config):
+    """What the cross-validation found: out-of-fold scores per view's heads and for the submitted option (as
+    `ensemble`); every option's scores; the `chosen` option, the best out of fold (the same unless the ensemble
+    setting named another) and its log loss below heads_mean's; each head's validation scores; the breed pairs
+    it confused most; the unreadable images by id (`failed`: their indices per split); and the counts.
+
+    `labels` are the readable training images' classes; `heads` and `oof` the softmax heads and their
+    out-of-fold predictions (head views, views, n, classes).
+    """
+    n_classes, views = len(competition.classes), config.views
+    per_view = {name: score_predictions(oof[index, index], labels, n_classes) for index, name in enumerate(views)}
+    baseline = next(scored for scored in options if scored.option.name == "heads_mean")
+    return {
+        "oof": {**per_view, "ensemble": {"log_loss": chosen.log_loss, "accuracy": chosen.accuracy}},
+        "options": {scored.option.name: scored.scores() for scored in options},
+        "chosen": {
+            "option": chosen.option.name,
+            "best_out_of_fold": best(options).option.name,
+            "improvement_over_heads_mean": baseline.log_loss - chosen.log_loss,
+        },
+        "folds": [
+            {
+                "fold": head.fold,
+                "view": views[head.view],
+                "epochs": head.epochs,
+                "log_loss": head.val_log_loss,
+                "accuracy": head.val_accuracy,
+            }
+            for head in heads
+        ],
+        "confused": confused_pairs(chosen.oof, labels, competition.classes),
+        "unreadable": {split: [competition.ids(split)[index] for index in failed[split]] for split in failed},
+        "counts": {
+            "train_images": len(competition.train_ids),
+            "test_images": len(competition.test_ids),
+            "classes": n_classes,
+            "folds": config.n_folds,
+            "views": len(views),
+            "heads": len(heads),
+            "features": int(heads[0].kernel.shape[0]),
+        },
+        "chance_log_loss": math.log(n_classes),
+    }
+
+
+def run_metrics(cv, seconds, runtime, config, build):
+    """metrics.json's content: a one-line summary, then the cross-validation's `cv` (cv_metrics), the `seconds`
+    per stage, the `runtime`, the config, whether it was a smoke run and, for a built kernel, the `build`."""
+    metrics = {**cv, "seconds": seconds, "runtime": runtime, "config": config.as_dict()}
+    if config.smoke:
+        metrics["smoke"] = config.smoke
+    if build is not None:
+        metrics["build"] = build
+    return {"summary": summary_line(metrics), **metrics}
 
 
 def confused_pairs(probabilities, labels, classes, top=10):
@@ -1724,7 +1832,7 @@ def report_markdown(metrics):
     """The report's text, from a run's metrics (as metrics.json holds them)."""
     chosen, options, counts = metrics["chosen"], metrics["options"], metrics["counts"]
     descriptions = {option.name: option.description for option in OPTIONS}
-    seed_log_loss, gain = options["seed"]["log_loss"], chosen["improvement_over_seed"]
+    baseline, gain = options["heads_mean"]["log_loss"], chosen["improvement_over_heads_mean"]
     set_by = (
         "" if chosen["option"] == chosen["best_out_of_fold"]
         else f" (set by --ensemble; the best out of fold is {chosen['best_out_of_fold']})"
@@ -1746,8 +1854,8 @@ def report_markdown(metrics):
         ),
         "",
         f"Submitted: **{chosen['option']}**{set_by}, out-of-fold log loss {options[chosen['option']]['log_loss']:.4f}, "
-        f"{abs(gain):.4f} ({100 * abs(gain) / seed_log_loss:.1f}%) {'below' if gain >= 0 else 'above'} the seed's "
-        f"heads ({seed_log_loss:.4f}). Chance: {metrics['chance_log_loss']:.4f}.",
+        f"{abs(gain):.4f} ({100 * abs(gain) / baseline:.1f}%) {'below' if gain >= 0 else 'above'} heads_mean, the "
+        f"seed's heads ({baseline:.4f}). Chance: {metrics['chance_log_loss']:.4f}.",
         "",
         f"## Most-confused breed pairs ({chosen['option']}, out of fold)",
         "",
@@ -1790,7 +1898,6 @@ SOURCES['kaggle_src.pipeline'] = r'''
 """
 import argparse
 import importlib
-import math
 import os
 import sys
 import tempfile
@@ -1800,19 +1907,15 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .config import (
-    CommandLineParser, InputError, add_config_arguments, config_from_arguments, warn, warn_unknown_arguments,
-)
-from .ensembles import choose, score_options, score_predictions
-from .feature_cache import find_features, load_features, read_manifest, save_features
+from .config import CommandLineParser, add_config_arguments, config_from_arguments, warn_unknown_arguments
+from .ensembles import choose, score_options
+from .errors import InputError, warn
+from .feature_cache import find_saved_features, load_features, save_features
 from .find_inputs import default_input_root, default_output_dir, find_inputs, on_kaggle, prepare_output_dir, read_competition
-from .load_images import load_images
+from .load_images import LoadedImages
 from .predict import class_prior, predict_views
-from .report import confused_pairs, report_markdown, summary_line
-from .write_outputs import (
-    SubmissionError, make_submission, validate_submission, write_metrics, write_oof_predictions, write_report,
-    write_submission, write_test_predictions,
-)
+from .report import cv_metrics, report_markdown, run_metrics
+from .write_outputs import SubmissionError, write_metrics, write_predictions, write_report
 
 TF_IMPORT_NOISE = ("All log messages before absl::InitializeLog() is called", "oneDNN custom operations are on")
 MAX_NAMED = 20  # unreadable images named one line each, per split; the rest in one line (metrics.json lists all)
@@ -1824,36 +1927,22 @@ def run(config, input_root, output_dir, build=None):
 
     `build`, when the run is a built kernel, says what it was built from; metrics.json keeps it.
     """
-    seconds, started = defaultdict(float), time.perf_counter()
-
-    @contextmanager
-    def stage(name):
-        start = time.perf_counter()
-        yield
-        seconds[name] += time.perf_counter() - start
-
+    timer = StageTimer()
     # 1. Find the inputs: every check that can fail fast runs before any heavy work.
-    with stage("find_inputs"):
+    with timer("find_inputs"):
         competition_dir, weights = find_inputs(input_root, config)
         competition = read_competition(competition_dir)
         if config.smoke:
             competition = competition.first(config.smoke)
         output_dir = prepare_output_dir(output_dir)
-        if config.features:
-            cache = find_features(config.features)
-            manifest = read_manifest(cache, competition, config)
+        saved = find_saved_features(competition, config)
     # TensorFlow is imported only now that every check has passed, so that a stop above takes a second and
     # its one line stands alone: from TensorFlow 2.19, import logs ignore TF_CPP_MIN_LOG_LEVEL.
     import_quietly("tensorflow")
-    import keras
-    import tensorflow as tf
-
-    from .extract_features import (build_extractor, check_accelerator, describe_extractor, estimate_seconds,
-                                   extract_features, gpu_names)
+    from .extract_features import check_accelerator, describe_runtime
     from .train_heads import make_folds, train_heads, train_logistic
 
-    extracting_on_cpu = not config.features and check_accelerator(config, on_kaggle())
-
+    on_cpu = saved is None and check_accelerator(config, on_kaggle())
     n_classes = len(competition.classes)
     print(
         f"{competition_dir}: {len(competition.train_ids)} train, {len(competition.test_ids)} test images, "
@@ -1861,116 +1950,106 @@ def run(config, input_root, output_dir, build=None):
         + (" (dry run: random-init weights)" if config.dry_run else "")
     )
 
-    # 2-3. Load each split as uint8 in background threads and extract its features batch by batch as
-    # the images come in, with one extractor, built once (random-init backbones differ on every build);
-    # save them for heads-only runs. Or, in a heads-only run, read the features that such a run saved.
-    if config.features:
-        with stage("load_features"):
-            features, failed = load_features(cache, manifest)
-        print(f"features from {cache}: {', '.join(manifest['backbones'])}, extracted by {manifest['package_commit']}")
-    else:
-        keras.utils.set_random_seed(config.seed)
-        with stage("extract_features"):
-            extractor = build_extractor(config, weights)
-            extraction = {**describe_extractor(extractor), "batch_size": {}}
-        if extracting_on_cpu:
-            n_images = len(competition.train_ids) + len(competition.test_ids)
-            warn(f"no GPU: extracting the features of {n_images} images on the CPU, about "
-                 f"{estimate_seconds(extractor, n_images) / 60:.0f} min at the pace of a first batch")
-        features, failed = {}, {}
-        for split in ("train", "test"):
-            with stage("extract_features"):  # loading runs behind it: see seconds.load_images for its own time
-                images = load_images(competition.image_paths(split), config.image_size, config.n_jobs, desc=split)
-                features[split], extraction["batch_size"][split] = extract_features(
-                    extractor, images, config.extract_batch_size
-                )
-            seconds["load_images"] += images.seconds
-            failed[split] = images.failed
-            del images
-        if not config.smoke:  # a smoke run's features cover a few images: of no use to a heads-only run
-            with stage("save_features"):
-                commit = build["commit"] if build else "unbuilt (python -m kaggle_src)"
-                features = save_features(output_dir, features, competition, config, weights, failed, commit)
+    # 2-3. The features of every image: extracted (and saved), or in a heads-only run read as saved.
+    features, failed, extraction = features_for(competition, weights, saved, on_cpu, output_dir, build, config, timer)
     for split in ("train", "test"):
-        warn_unreadable(competition, split, failed[split], config.n_folds)
+        warn_unreadable(competition, split, failed[split], config)
 
     # 4. Train one head per fold and view on the readable training images, and (unless turned off) one
     # logistic regression per fold; keep the out-of-fold predictions of each on every view.
     readable = np.delete(np.arange(len(competition.train_ids)), failed["train"])
-    labels = competition.train_labels[readable]
-    train = features["train"][readable]
-    folds = make_folds(labels, config.n_folds, config.seed)
-    with stage("train_heads"):
+    labels, train = competition.train_labels[readable], features["train"][readable]
+    folds = make_folds(labels, config)
+    with timer("train_heads"):
         heads, oof = train_heads(train, labels, folds, n_classes, config)
     families = {"heads": (heads, oof)}
     if config.logistic:
-        with stage("train_logistic"):
-            families["logistic"] = train_logistic(train, labels, folds, n_classes, config.views)
+        with timer("train_logistic"):
+            families["logistic"] = train_logistic(train, labels, folds, n_classes, config)
 
     # 5. Predict the test set with every head on every view; score each ensembling option out of fold
     # and take the best. An unreadable test image gets the class prior.
-    with stage("predict"):
-        predictions = {
-            name: (family_oof, predict_views(family_heads, features["test"]))
-            for name, (family_heads, family_oof) in families.items()
-        }
-    with stage("ensembles"):
+    with timer("predict"):
+        predictions = {name: (family_oof, predict_views(family_heads, features["test"]))
+                       for name, (family_heads, family_oof) in families.items()}
+    with timer("ensembles"):
         options = score_options(predictions, labels, folds)
-        chosen = choose(options, config.ensemble)
+        chosen = choose(options, config)
         prior = class_prior(labels, n_classes)
         for scored in options:
             scored.test[failed["test"]] = prior
 
-    # 6. Write every option's validated test predictions, then the chosen one's as the submission, its
-    # out-of-fold predictions, the metrics and the report. A smoke run's predictions cover a few images:
-    # its submission is validated, not written, nor are the others, so that none is taken for a submission.
-    with stage("write"):
-        submission = make_submission(competition.test_ids, competition.classes, chosen.test)
-        if config.smoke:
-            validate_submission(submission, competition.test_ids, competition.classes)
-        else:
-            write_test_predictions(
-                {scored.option.name: scored.test for scored in options},
-                competition.test_ids,
-                competition.classes,
-                output_dir / "test_predictions",
-            )
-            write_submission(submission, competition.test_ids, competition.classes, output_dir / "submission.csv")
-            write_oof_predictions(
-                [competition.train_ids[index] for index in readable],
-                [competition.classes[label] for label in labels],
-                competition.classes,
-                chosen.oof,
-                output_dir / "oof_predictions.csv",
-            )
-    metrics = cv_metrics(heads, oof, options, chosen, labels, config.views)
-    metrics["confused"] = confused_pairs(chosen.oof, labels, competition.classes)
-    metrics["unreadable"] = {split: [competition.ids(split)[index] for index in failed[split]] for split in failed}
-    metrics["counts"] = {
-        "train_images": len(competition.train_ids),
-        "test_images": len(competition.test_ids),
-        "classes": n_classes,
-        "folds": config.n_folds,
-        "views": len(config.views),
-        "heads": len(heads),
-        "features": int(features["train"].shape[-1]),
-    }
-    metrics["chance_log_loss"] = math.log(n_classes)
-    metrics["seconds"] = {name: round(value, 2) for name, value in seconds.items()}
-    metrics["seconds"]["total"] = round(time.perf_counter() - started, 2)  # stages overlap: not their sum
-    metrics["runtime"] = {
-        "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
-        "gpus": gpu_names(), "extraction": None if config.features else extraction,
-    }
-    metrics["config"] = config.as_dict()
-    if config.smoke:
-        metrics["smoke"] = config.smoke
-    if build is not None:
-        metrics["build"] = build
-    metrics = {"summary": summary_line(metrics), **metrics}
+    # 6. Write the predictions, then the metrics and the report.
+    with timer("write"):
+        write_predictions(options, chosen, competition, readable, output_dir, config)
+    cv = cv_metrics(competition, failed, labels, heads, oof, options, chosen, config)
+    metrics = run_metrics(cv, timer.seconds(), describe_runtime(extraction), config, build)
     write_metrics(metrics, output_dir / "metrics.json")
     write_report(report_markdown(metrics), output_dir / "report.md")
     return metrics
+
+
+class StageTimer:
+    """Wall time per stage, summed over each time a stage runs (`with timer(name):`), and since the run began."""
+
+    def __init__(self):
+        self.started, self.per_stage = time.perf_counter(), defaultdict(float)
+
+    @contextmanager
+    def __call__(self, name):
+        start = time.perf_counter()
+        yield
+        self.per_stage[name] += time.perf_counter() - start
+
+    def seconds(self):
+        """{stage: seconds} in the order the stages first ran, then the wall time so far as total (stages overlap:
+        not their sum)."""
+        seconds = {name: round(value, 2) for name, value in self.per_stage.items()}
+        return {**seconds, "total": round(time.perf_counter() - self.started, 2)}
+
+
+def features_for(competition, weights, saved, on_cpu, output_dir, build, config, timer):
+    """Each split's features (n, views, features), the indices of its unreadable images, and how they were
+    extracted (None when read).
+
+    A heads-only run reads the features `saved` ((folder, manifest): find_saved_features). Otherwise each split
+    loads as uint8 in background threads and its features are extracted batch by batch as the images come in,
+    with one extractor, built once (random-init backbones differ on every build) from the `weights` files, on
+    the CPU if `on_cpu` (with a warning); then saved to `output_dir` for heads-only runs, unless a smoke run.
+    """
+    if saved is not None:
+        folder, manifest = saved
+        with timer("load_features"):
+            features, failed = load_features(folder, manifest)
+        print(f"features from {folder}: {', '.join(manifest['backbones'])}, extracted by {manifest['package_commit']}")
+        return features, failed, None
+    import keras
+
+    from .extract_features import build_extractor, describe_extractor, estimate_seconds, extract_features
+
+    keras.utils.set_random_seed(config.seed)
+    with timer("extract_features"):
+        extractor = build_extractor(config, weights)
+        extraction = {**describe_extractor(extractor), "batch_size": {}}
+    if on_cpu:
+        n_images = len(competition.train_ids) + len(competition.test_ids)
+        warn(f"no GPU: extracting the features of {n_images} images on the CPU, about "
+             f"{estimate_seconds(extractor, n_images) / 60:.0f} min at the pace of a first batch")
+    features, failed = {}, {}
+    for split in ("train", "test"):
+        with timer("extract_features"):  # loading runs behind it: see seconds.load_images for its own time
+            images = LoadedImages(competition.image_paths(split), config.image_size, config.n_jobs, desc=split)
+            features[split], extraction["batch_size"][split] = extract_features(
+                extractor, images, config.extract_batch_size
+            )
+        timer.per_stage["load_images"] += images.seconds
+        failed[split] = images.failed
+        del images
+    if not config.smoke:  # a smoke run's features cover a few images: of no use to a heads-only run
+        with timer("save_features"):
+            commit = build["commit"] if build else "unbuilt (python -m kaggle_src)"
+            features = save_features(output_dir, features, competition, config, weights, failed, commit)
+    return features, failed, extraction
 
 
 def import_quietly(name):
@@ -1993,9 +2072,9 @@ def import_quietly(name):
                     sys.stderr.write(line)
 
 
-def warn_unreadable(competition, split, failed, n_folds):
+def warn_unreadable(competition, split, failed, config):
     """Warn about the images of `split` at indices `failed`, by id and file: training ones are left out of
-    training, test ones get the class prior. Stop if too few training images are left for `n_folds`-fold CV."""
+    training, test ones get the class prior. Stop if too few training images are left for config.n_folds-fold CV."""
     ids, paths = competition.ids(split), competition.image_paths(split)
     consequence = "left out of training" if split == "train" else "its row gets the training class prior"
     for index in failed[:MAX_NAMED]:
@@ -2004,39 +2083,11 @@ def warn_unreadable(competition, split, failed, n_folds):
         warn(f"{len(failed) - MAX_NAMED} more unreadable {split} images; metrics.json lists them all")
     if split == "train":
         readable_labels = np.delete(competition.train_labels, failed)
-        if np.bincount(readable_labels, minlength=1).max() < n_folds:
+        if np.bincount(readable_labels, minlength=1).max() < config.n_folds:
             raise InputError(
                 f"{competition.directory / split}: {len(readable_labels)} of {len(ids)} images readable; "
-                f"{n_folds}-fold CV needs at least {n_folds} of one breed"
+                f"{config.n_folds}-fold CV needs at least {config.n_folds} of one breed"
             )
-
-
-def cv_metrics(heads, oof, options, chosen, labels, views):
-    """Out-of-fold scores per head, per view's heads, for each ensembling option, and for the chosen one (the
-    submission's) as `ensemble`, with its log loss below the seed's heads and the option it would have been
-    without the ensemble setting."""
-    n_classes = oof.shape[-1]
-    per_view = {name: score_predictions(oof[index, index], labels, n_classes) for index, name in enumerate(views)}
-    seed = next(scored for scored in options if scored.option.name == "seed")
-    return {
-        "oof": {**per_view, "ensemble": {"log_loss": chosen.log_loss, "accuracy": chosen.accuracy}},
-        "options": {scored.option.name: scored.scores() for scored in options},
-        "chosen": {
-            "option": chosen.option.name,
-            "best_out_of_fold": choose(options).option.name,
-            "improvement_over_seed": seed.log_loss - chosen.log_loss,
-        },
-        "folds": [
-            {
-                "fold": head.fold,
-                "view": views[head.view],
-                "epochs": head.epochs,
-                "log_loss": head.val_log_loss,
-                "accuracy": head.val_accuracy,
-            }
-            for head in heads
-        ],
-    }
 
 
 EPILOG = """files a run writes to --output-dir:
