@@ -12,9 +12,11 @@ training fold's mean and standard deviation: on real ImageNet features it lowere
 the seed's heads (the README gives the measurement), and random-init features (dry runs), nearly constant per
 column, teach a head nothing without it.
 
-The logistic regressions (scikit-learn's: lbfgs, its limit of 100 iterations) always standardise, which
-lbfgs needs to converge in its iteration limit; each is fitted on the rows of every view, as the heads
-see the flipped view too, and applied to each view, and C is chosen by cross-fitting (train_logistic).
+The logistic regressions (scikit-learn's lbfgs) always standardise, which lbfgs needs to converge; each is
+fitted on the rows of every view, as the heads see the flipped view too, and applied to each view, and C is
+chosen by cross-fitting (train_logistic). They are fitted to a tight tolerance: stopped at scikit-learn's
+default one, a fit lands wherever its start and path left it, and on real features that cost more than the
+choice of C.
 They become TrainedHeads too, so everything downstream treats both kinds alike. They run on the CPU.
 """
 import warnings
@@ -31,7 +33,11 @@ from sklearn.model_selection import StratifiedKFold
 from .config import progress
 from .ensembles import score_predictions
 
-C_GRID = (0.3, 1.0, 3.0)  # the logistic regressions' inverse L2 strengths tried (scikit-learn's C; its default 1)
+C_LADDER = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)  # the logistic regressions' inverse L2
+# strengths that search_c may try (scikit-learn's C; its default 1)
+C_START = 10.0  # where search_c starts: near the best C on real ImageNet features (benchmarks/README.md)
+LOGISTIC_TOLERANCE = 1e-6  # lbfgs' gradient tolerance (scikit-learn's default: 1e-4)
+LOGISTIC_MAX_ITERATIONS = 300  # lbfgs' iterations per fit at most (scikit-learn's default: 100)
 
 
 @dataclass
@@ -148,40 +154,59 @@ def train_logistic(features, labels, folds, n_classes, config):
     """Logistic regressions on standardised features, each fitted on every view's rows (a flipped dog is as much
     a dog) and applied to each view (its TTA). Return (heads, out-of-fold predictions).
 
-    C (the inverse L2 strength) is chosen from C_GRID by cross-fitting: per fold, a regression at each C,
-    warm-started from the one before; a fold's out-of-fold rows come from its regression at the C with the
-    lowest validation log loss summed over the other folds, so the choice never sees the rows it is scored
-    on. The test gets every fold's regression at the C that is best over all folds. (One regression refitted
-    on every row at that C scored worse on held-out real features than the mean of the five.)
+    C (the inverse L2 strength) is searched along C_LADDER (search_c), every fold fitted at each C tried, each
+    fold's regression warm-started from its fit at the C before (each fit converges, so the start only saves
+    iterations). A fold's out-of-fold rows come from its regression at the C with the lowest validation log loss
+    summed over the other folds, so the choice never sees the rows it is scored on. The test gets every fold's
+    regression at the C that is best over all folds.
     """
     features = np.asarray(features, np.float32)
-    candidates = []  # candidates[fold][c]: that fold's regression at C_GRID[c], as its heads
-    losses = np.zeros((len(folds), len(C_GRID)))  # validation log loss, over every view
-    with progress(len(folds) * len(C_GRID), "fit logistic regressions", "fit") as bar:
+    models = [LogisticRegression(warm_start=True, tol=LOGISTIC_TOLERANCE, max_iter=LOGISTIC_MAX_ITERATIONS)
+              for _ in folds]
+    iterations = np.zeros(len(folds), int)  # per fold, lbfgs iterations along its path so far
+    fitted, losses = {}, {}  # C: per fold, its regression as heads, and their validation log loss over every view
+
+    def validation_loss(c):
+        fitted[c], losses[c] = [], []
         for fold, (train_index, validation_index) in enumerate(folds):
-            model, iterations = LogisticRegression(warm_start=True), 0
-            candidates.append([])
-            for index, c in enumerate(C_GRID):
-                heads = fit_logistic(model.set_params(C=c), features[train_index], labels[train_index], n_classes, fold)
-                iterations += heads[0].epochs
-                for head in heads:  # what the path took to this C, not only its last, warm-started leg
-                    head.epochs = iterations
-                candidates[-1].append(heads)
-                losses[fold, index] = np.mean([
-                    score_predictions(head.predict(features[validation_index, head.view]), labels[validation_index],
-                                      n_classes)["log_loss"]
-                    for head in heads
-                ])
-                bar.update()
-    cross_fitted, best = choose_by_cross_fitting(losses)
+            heads = fit_logistic(models[fold].set_params(C=c), features[train_index], labels[train_index], n_classes,
+                                 fold)
+            iterations[fold] += heads[0].epochs
+            for head in heads:  # what the path took to this C, not only its last, warm-started leg
+                head.epochs = int(iterations[fold])
+            fitted[c].append(heads)
+            losses[c].append(np.mean([
+                score_predictions(head.predict(features[validation_index, head.view]), labels[validation_index],
+                                  n_classes)["log_loss"]
+                for head in heads
+            ]))
+        bar.update()
+        return sum(losses[c])
+
+    with progress(None, "fit logistic regressions, every fold at each C", "C") as bar:
+        tried = search_c(validation_loss)
+    cross_fitted, best = choose_by_cross_fitting(np.array([losses[c] for c in tried]).T)
     print("logistic regressions, validation log loss by C: "
-          + ", ".join(f"C={c:g} {loss:.4f}" for c, loss in zip(C_GRID, losses.mean(axis=0)))
-          + f"; out of fold, each fold at the best C on the others ({', '.join(f'{C_GRID[i]:g}' for i in cross_fitted)})"
-          f"; for the test, every fold's at C={C_GRID[best]:g}")
-    oof_heads = [head for fold, choice in enumerate(cross_fitted) for head in candidates[fold][choice]]
+          + ", ".join(f"C={c:g} {np.mean(losses[c]):.4f}" for c in tried)
+          + f"; out of fold, each fold at the best C on the others ({', '.join(f'{tried[i]:g}' for i in cross_fitted)})"
+          f"; for the test, every fold's at C={tried[best]:g}")
+    oof_heads = [head for fold, choice in enumerate(cross_fitted) for head in fitted[tried[choice]][fold]]
     oof = out_of_fold(oof_heads, features, labels, folds, n_classes)
     print_validation(oof_heads, config.views, "lbfgs iterations")
-    return [head for fold in range(len(folds)) for head in candidates[fold][best]], oof
+    return [head for fold_heads in fitted[tried[best]] for head in fold_heads], oof
+
+
+def search_c(validation_loss):
+    """The Cs tried, ascending: C_START and the next C up C_LADDER, then on along the ladder the way that lowered
+    `validation_loss(C)` (which fits at C; called once per C) while it keeps falling: one C past the lowest."""
+    start = C_LADDER.index(C_START)
+    losses = {index: validation_loss(C_LADDER[index]) for index in (start, start + 1)}
+    step = 1 if losses[start + 1] < losses[start] else -1
+    index = start + 1 if step == 1 else start
+    while 0 <= index + step < len(C_LADDER) and losses[index] == min(losses.values()):
+        index += step
+        losses[index] = validation_loss(C_LADDER[index])
+    return [C_LADDER[index] for index in sorted(losses)]
 
 
 def choose_by_cross_fitting(losses):
