@@ -6,8 +6,8 @@ softmax heads on the CPU, and writes the ensemble with the best out-of-fold log 
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   a19d98a
-    sources sha256:  a4ac0f211ca8ccfa12e263df8104fbf6ead6bccd2d8f95d8187eb1d8fe3220de
+    source commit:   f8c43d2
+    sources sha256:  34b0430d45a5637dc46639eaaba73df7013ac853333fe1e8b7722c78d2fd2f38
     build settings:  features='/kaggle/input'
     configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, standardise=True,
@@ -24,7 +24,7 @@ import linecache
 import sys
 
 BUILD_SETTINGS = {'features': '/kaggle/input'}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': 'a19d98a', 'sources_sha256': 'a4ac0f211ca8ccfa12e263df8104fbf6ead6bccd2d8f95d8187eb1d8fe3220de', 'settings': {'features': '/kaggle/input'}}
+BUILD = {'commit': 'f8c43d2', 'sources_sha256': '34b0430d45a5637dc46639eaaba73df7013ac853333fe1e8b7722c78d2fd2f38', 'settings': {'features': '/kaggle/input'}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -140,8 +140,8 @@ class Config:
         "of the seed's heads, and random-init features (dry runs) need it",
     )
     logistic: bool = setting(
-        True, "also fit logistic regressions on the CPU, per fold at each C of 0.3, 1, 3, on every view: the "
-        "logistic option"
+        True, "also fit logistic regressions on the CPU, on every view, converged, their C searched from 10 "
+        "(between 0.01 and 1000) and cross-fitted: the logistic option"
     )
     ensemble: str = setting(
         "", "the ensembling option to submit instead of the one with the best out-of-fold log loss (every option "
@@ -1124,15 +1124,16 @@ training fold's mean and standard deviation: on real ImageNet features it lowere
 the seed's heads (the README gives the measurement), and random-init features (dry runs), nearly constant per
 column, teach a head nothing without it.
 
-The logistic regressions (scikit-learn's: lbfgs, its limit of 100 iterations) always standardise, which
-lbfgs needs to converge in its iteration limit; each is fitted on the rows of every view, as the heads
-see the flipped view too, and applied to each view, and C is chosen by cross-fitting (train_logistic).
+The logistic regressions (scikit-learn's lbfgs) always standardise, which lbfgs needs to converge; each is
+fitted on the rows of every view, as the heads see the flipped view too, and applied to each view, and C is
+chosen by cross-fitting (train_logistic). They are fitted to a tight tolerance: stopped at scikit-learn's
+default one, a fit lands wherever its start and path left it, and on real features that cost more than the
+choice of C.
 They become TrainedHeads too, so everything downstream treats both kinds alike. They run on the CPU.
 """
 import warnings
 from dataclasses import dataclass
 
-import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
@@ -1143,7 +1144,11 @@ from sklearn.model_selection import StratifiedKFold
 from .config import progress
 from .ensembles import score_predictions
 
-C_GRID = (0.3, 1.0, 3.0)  # the logistic regressions' inverse L2 strengths tried (scikit-learn's C; its default 1)
+C_LADDER = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)  # the logistic regressions' inverse L2
+# strengths that search_c may try (scikit-learn's C; its default 1)
+C_START = 10.0  # where search_c starts: near the best C on real ImageNet features (benchmarks/README.md)
+LOGISTIC_TOLERANCE = 1e-6  # lbfgs' gradient tolerance (scikit-learn's default: 1e-4)
+LOGISTIC_MAX_ITERATIONS = 300  # lbfgs' iterations per fit at most (scikit-learn's default: 100)
 
 
 @dataclass
@@ -1176,7 +1181,13 @@ def make_folds(labels, config):
 
 class HeadsTrainer:
     """The weights of every head, (heads, features, classes) and (heads, classes), and one compiled Adam step
-    that trains the heads still active on a batch of their own rows."""
+    that trains the heads still active on a batch of their own rows.
+
+    The step is Keras' Dense + Dropout + Adam written out for many heads at once, with two kernels cheaper than
+    Keras' on a CPU, where the heads train when there is no GPU: the dropout mask comes from one random byte per
+    feature (so the rate is rounded to 1/256) rather than one random float, and Adam's update is TensorFlow's
+    fused kernel, one pass over the weights rather than several.
+    """
 
     def __init__(self, heads, features, labels, n_classes, config):
         n_samples, n_views, n_features = features.shape
@@ -1188,24 +1199,37 @@ class HeadsTrainer:
         self.scale = tf.constant(np.stack([head.scale for head in heads]))
         limit = np.sqrt(6.0 / (n_features + n_classes))  # Glorot-uniform, as each head's own Dense layer would have
         initial = np.random.default_rng(config.seed).uniform(-limit, limit, (len(heads), n_features, n_classes))
-        self.kernel = keras.Variable(initial.astype(np.float32), name="kernel")
-        self.bias = keras.Variable(np.zeros((len(heads), n_classes), np.float32), name="bias")
-        self.optimizer = keras.optimizers.Adam(config.learning_rate)
-        self.optimizer.build([self.kernel, self.bias])
-        self.dropout, self.seed = config.dropout, keras.random.SeedGenerator(config.seed)
+        self.kernel = tf.Variable(initial.astype(np.float32), name="kernel")
+        self.bias = tf.Variable(np.zeros((len(heads), n_classes), np.float32), name="bias")
+        self.moments = [(tf.Variable(tf.zeros_like(weights)), tf.Variable(tf.zeros_like(weights)))
+                        for weights in (self.kernel, self.bias)]
+        self.iterations = tf.Variable(0.0)
+        self.learning_rate = config.learning_rate
+        self.dropped_bytes = round(config.dropout * 256)  # a feature is dropped when its random byte is below this
+        self.random = tf.random.Generator.from_seed(config.seed)
         self.step = tf.function(self._step, reduce_retracing=True)
 
     def _step(self, active, rows, weights):
         """One Adam step for heads `active` (a,) on their rows (a, batch); weight 0 marks padding."""
         x = tf.gather(self.features, rows * self.n_views + tf.gather(self.views, active)[:, None])
         x = (x - tf.gather(self.mean, active)[:, None]) * tf.gather(self.scale, active)[:, None]
-        x = keras.random.dropout(x, self.dropout, seed=self.seed)
+        if self.dropped_bytes:
+            words = self.random.uniform_full_int(tf.concat([tf.shape(x)[:-1], [-(-x.shape[-1] // 4)]], 0), tf.uint32)
+            random_bytes = tf.reshape(tf.bitcast(words, tf.uint8), tf.concat([tf.shape(x)[:-1], [-1]], 0))
+            kept = random_bytes[..., :x.shape[-1]] >= self.dropped_bytes
+            x = tf.where(kept, x * (256 / (256 - self.dropped_bytes)), 0.0)
         with tf.GradientTape() as tape:
             logits = tf.einsum("abd,adc->abc", x, tf.gather(self.kernel, active)) + tf.gather(self.bias, active)[:, None]
             losses = ops.sparse_categorical_crossentropy(tf.gather(self.labels, rows), logits, from_logits=True)
             loss = tf.reduce_sum(tf.reduce_sum(losses * weights, axis=1) / tf.reduce_sum(weights, axis=1))
-        gradients = [tf.convert_to_tensor(gradient) for gradient in tape.gradient(loss, [self.kernel, self.bias])]
-        self.optimizer.apply(gradients, [self.kernel, self.bias])
+        gradients = tape.gradient(loss, [self.kernel, self.bias])
+        step = self.iterations.assign_add(1.0)
+        for variable, (first, second), gradient in zip((self.kernel, self.bias), self.moments, gradients):
+            tf.raw_ops.ResourceApplyAdam(  # Keras' Adam defaults: beta_1 0.9, beta_2 0.999, epsilon 1e-7
+                var=variable.handle, m=first.handle, v=second.handle, beta1_power=0.9 ** step,
+                beta2_power=0.999 ** step, lr=self.learning_rate, beta1=0.9, beta2=0.999, epsilon=1e-7,
+                grad=tf.convert_to_tensor(gradient),
+            )
 
 
 def train_heads(features, labels, folds, n_classes, config):
@@ -1260,40 +1284,59 @@ def train_logistic(features, labels, folds, n_classes, config):
     """Logistic regressions on standardised features, each fitted on every view's rows (a flipped dog is as much
     a dog) and applied to each view (its TTA). Return (heads, out-of-fold predictions).
 
-    C (the inverse L2 strength) is chosen from C_GRID by cross-fitting: per fold, a regression at each C,
-    warm-started from the one before; a fold's out-of-fold rows come from its regression at the C with the
-    lowest validation log loss summed over the other folds, so the choice never sees the rows it is scored
-    on. The test gets every fold's regression at the C that is best over all folds. (One regression refitted
-    on every row at that C scored worse on held-out real features than the mean of the five.)
+    C (the inverse L2 strength) is searched along C_LADDER (search_c), every fold fitted at each C tried, each
+    fold's regression warm-started from its fit at the C before (each fit converges, so the start only saves
+    iterations). A fold's out-of-fold rows come from its regression at the C with the lowest validation log loss
+    summed over the other folds, so the choice never sees the rows it is scored on. The test gets every fold's
+    regression at the C that is best over all folds.
     """
     features = np.asarray(features, np.float32)
-    candidates = []  # candidates[fold][c]: that fold's regression at C_GRID[c], as its heads
-    losses = np.zeros((len(folds), len(C_GRID)))  # validation log loss, over every view
-    with progress(len(folds) * len(C_GRID), "fit logistic regressions", "fit") as bar:
+    models = [LogisticRegression(warm_start=True, tol=LOGISTIC_TOLERANCE, max_iter=LOGISTIC_MAX_ITERATIONS)
+              for _ in folds]
+    iterations = np.zeros(len(folds), int)  # per fold, lbfgs iterations along its path so far
+    fitted, losses = {}, {}  # C: per fold, its regression as heads, and their validation log loss over every view
+
+    def validation_loss(c):
+        fitted[c], losses[c] = [], []
         for fold, (train_index, validation_index) in enumerate(folds):
-            model, iterations = LogisticRegression(warm_start=True), 0
-            candidates.append([])
-            for index, c in enumerate(C_GRID):
-                heads = fit_logistic(model.set_params(C=c), features[train_index], labels[train_index], n_classes, fold)
-                iterations += heads[0].epochs
-                for head in heads:  # what the path took to this C, not only its last, warm-started leg
-                    head.epochs = iterations
-                candidates[-1].append(heads)
-                losses[fold, index] = np.mean([
-                    score_predictions(head.predict(features[validation_index, head.view]), labels[validation_index],
-                                      n_classes)["log_loss"]
-                    for head in heads
-                ])
-                bar.update()
-    cross_fitted, best = choose_by_cross_fitting(losses)
+            heads = fit_logistic(models[fold].set_params(C=c), features[train_index], labels[train_index], n_classes,
+                                 fold)
+            iterations[fold] += heads[0].epochs
+            for head in heads:  # what the path took to this C, not only its last, warm-started leg
+                head.epochs = int(iterations[fold])
+            fitted[c].append(heads)
+            losses[c].append(np.mean([
+                score_predictions(head.predict(features[validation_index, head.view]), labels[validation_index],
+                                  n_classes)["log_loss"]
+                for head in heads
+            ]))
+        bar.update()
+        return sum(losses[c])
+
+    with progress(None, "fit logistic regressions, every fold at each C", "C") as bar:
+        tried = search_c(validation_loss)
+    cross_fitted, best = choose_by_cross_fitting(np.array([losses[c] for c in tried]).T)
     print("logistic regressions, validation log loss by C: "
-          + ", ".join(f"C={c:g} {loss:.4f}" for c, loss in zip(C_GRID, losses.mean(axis=0)))
-          + f"; out of fold, each fold at the best C on the others ({', '.join(f'{C_GRID[i]:g}' for i in cross_fitted)})"
-          f"; for the test, every fold's at C={C_GRID[best]:g}")
-    oof_heads = [head for fold, choice in enumerate(cross_fitted) for head in candidates[fold][choice]]
+          + ", ".join(f"C={c:g} {np.mean(losses[c]):.4f}" for c in tried)
+          + f"; out of fold, each fold at the best C on the others ({', '.join(f'{tried[i]:g}' for i in cross_fitted)})"
+          f"; for the test, every fold's at C={tried[best]:g}")
+    oof_heads = [head for fold, choice in enumerate(cross_fitted) for head in fitted[tried[choice]][fold]]
     oof = out_of_fold(oof_heads, features, labels, folds, n_classes)
     print_validation(oof_heads, config.views, "lbfgs iterations")
-    return [head for fold in range(len(folds)) for head in candidates[fold][best]], oof
+    return [head for fold_heads in fitted[tried[best]] for head in fold_heads], oof
+
+
+def search_c(validation_loss):
+    """The Cs tried, ascending: C_START and the next C up C_LADDER, then on along the ladder the way that lowered
+    `validation_loss(C)` (which fits at C; called once per C) while it keeps falling: one C past the lowest."""
+    start = C_LADDER.index(C_START)
+    losses = {index: validation_loss(C_LADDER[index]) for index in (start, start + 1)}
+    step = 1 if losses[start + 1] < losses[start] else -1
+    index = start + 1 if step == 1 else start
+    while 0 <= index + step < len(C_LADDER) and losses[index] == min(losses.values()):
+        index += step
+        losses[index] = validation_loss(C_LADDER[index])
+    return [C_LADDER[index] for index in sorted(losses)]
 
 
 def choose_by_cross_fitting(losses):
