@@ -173,8 +173,8 @@ def train_logistic(features, labels, folds, n_classes, config):
     a dog) and applied to each view (its TTA). Return (heads, out-of-fold predictions).
 
     C (the inverse L2 strength) is searched along C_LADDER (search_c), every fold fitted at each C tried, each
-    fold's regression warm-started from its fit at the C before (each fit converges, so the start only saves
-    iterations). A fold's out-of-fold rows come from its regression at the C with the lowest validation log loss
+    fold's regression warm-started from its fit at the C before, or at the first C from the fold before's (they
+    share most rows); each fit converges, so a start only saves iterations. A fold's out-of-fold rows come from its regression at the C with the lowest validation log loss
     summed over the other folds, so the choice never sees the rows it is scored on. The test gets every fold's
     regression at the C that is best over all folds.
     """
@@ -187,7 +187,10 @@ def train_logistic(features, labels, folds, n_classes, config):
     def validation_loss(c):
         fitted[c], losses[c] = [], []
         for fold, (train_index, validation_index) in enumerate(folds):
-            heads = fit_logistic(models[fold].set_params(C=c), features[train_index], labels[train_index], n_classes,
+            model, before = models[fold], models[fold - 1]
+            if fold and not hasattr(model, "coef_") and np.array_equal(before.classes_, np.unique(labels[train_index])):
+                model.coef_, model.intercept_ = before.coef_.copy(), before.intercept_.copy()  # most rows are shared
+            heads = fit_logistic(model.set_params(C=c), features[train_index], labels[train_index], n_classes,
                                  fold)
             iterations[fold] += heads[0].epochs
             for head in heads:  # what the path took to this C, not only its last, warm-started leg
