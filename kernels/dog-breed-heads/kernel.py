@@ -6,8 +6,8 @@ softmax heads on the CPU, and writes the ensemble with the best out-of-fold log 
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   f8c43d2
-    sources sha256:  34b0430d45a5637dc46639eaaba73df7013ac853333fe1e8b7722c78d2fd2f38
+    source commit:   0e06a83
+    sources sha256:  b53aaa5ec99b167ca761b8c7a5e37796d8e8146c91c3318809e0676c8be7abb9
     build settings:  features='/kaggle/input'
     configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, standardise=True,
@@ -24,7 +24,7 @@ import linecache
 import sys
 
 BUILD_SETTINGS = {'features': '/kaggle/input'}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': 'f8c43d2', 'sources_sha256': '34b0430d45a5637dc46639eaaba73df7013ac853333fe1e8b7722c78d2fd2f38', 'settings': {'features': '/kaggle/input'}}
+BUILD = {'commit': '0e06a83', 'sources_sha256': 'b53aaa5ec99b167ca761b8c7a5e37796d8e8146c91c3318809e0676c8be7abb9', 'settings': {'features': '/kaggle/input'}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -1285,8 +1285,8 @@ def train_logistic(features, labels, folds, n_classes, config):
     a dog) and applied to each view (its TTA). Return (heads, out-of-fold predictions).
 
     C (the inverse L2 strength) is searched along C_LADDER (search_c), every fold fitted at each C tried, each
-    fold's regression warm-started from its fit at the C before (each fit converges, so the start only saves
-    iterations). A fold's out-of-fold rows come from its regression at the C with the lowest validation log loss
+    fold's regression warm-started from its fit at the C before, or at the first C from the fold before's (they
+    share most rows); each fit converges, so a start only saves iterations. A fold's out-of-fold rows come from its regression at the C with the lowest validation log loss
     summed over the other folds, so the choice never sees the rows it is scored on. The test gets every fold's
     regression at the C that is best over all folds.
     """
@@ -1299,7 +1299,10 @@ def train_logistic(features, labels, folds, n_classes, config):
     def validation_loss(c):
         fitted[c], losses[c] = [], []
         for fold, (train_index, validation_index) in enumerate(folds):
-            heads = fit_logistic(models[fold].set_params(C=c), features[train_index], labels[train_index], n_classes,
+            model, before = models[fold], models[fold - 1]
+            if fold and not hasattr(model, "coef_") and np.array_equal(before.classes_, np.unique(labels[train_index])):
+                model.coef_, model.intercept_ = before.coef_.copy(), before.intercept_.copy()  # most rows are shared
+            heads = fit_logistic(model.set_params(C=c), features[train_index], labels[train_index], n_classes,
                                  fold)
             iterations[fold] += heads[0].epochs
             for head in heads:  # what the path took to this C, not only its last, warm-started leg
