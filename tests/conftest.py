@@ -16,7 +16,6 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from make_stub import COMPETITION, make_stub  # noqa: E402
-from tools.real_weights import write_legacy_weights  # noqa: E402,F401  (the tests and benchmarks take it from here)
 
 REPO = Path(__file__).resolve().parents[1]
 INPUT_STUB = REPO / "input_stub"

@@ -17,7 +17,8 @@ from kaggle_src.extract_features import (
 )
 from kaggle_src.find_inputs import find_inputs
 from kaggle_src.load_images import LoadedImages
-from tests.conftest import INPUT_STUB, REPO, write_legacy_weights
+from tests.conftest import INPUT_STUB, REPO
+from tools.real_weights import write_legacy_weights
 
 SIZE = 75  # InceptionV3's smallest input: the cheapest size both backbones accept
 
