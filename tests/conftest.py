@@ -22,6 +22,14 @@ INPUT_STUB = REPO / "input_stub"
 QUICK = ["--dry-run", "--image-size", "75", "--max-epochs", "5"]  # a dry run of a few seconds on small_stub
 
 
+def readme_table(section, first_cell, readme=REPO / "README.md"):
+    """The rows, as lists of cells, of the table in `readme`'s `## section` whose first cell starts with `first_cell`
+    (the header and rule rows left out)."""
+    text = readme.read_text().split(f"\n## {section}\n")[1].split("\n## ")[0]
+    rows = [line for line in text.splitlines() if line.startswith(f"| {first_cell}")]
+    return [[cell.strip() for cell in row.strip("|").split(" | ")] for row in rows]
+
+
 def exif_segment(orientation):
     """A JPEG APP1 segment with one EXIF tag, Orientation (0x0112), in big-endian TIFF layout."""
     tiff = b"MM\x00\x2a" + struct.pack(">IH", 8, 1) + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + bytes(4)

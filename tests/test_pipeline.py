@@ -22,7 +22,7 @@ from kaggle_src.find_inputs import read_competition
 from kaggle_src.pipeline import MAX_NAMED, main, warn_unreadable
 from kaggle_src.predict import class_prior
 from make_stub import COMPETITION, TEST_ANSWERS
-from tests.conftest import INPUT_STUB, ODD, QUICK, REPO, UNREADABLE, damage
+from tests.conftest import INPUT_STUB, ODD, QUICK, REPO, UNREADABLE, damage, readme_table
 
 SAMPLE = INPUT_STUB / "dog-breed-identification" / "sample_submission.csv"
 
@@ -94,6 +94,29 @@ def test_report_holds_the_cv_table_the_winner_and_the_confused_pairs(dry_run):
     for pair in metrics["confused"]:
         assert f"| {' / '.join(pair['breeds'])} | {pair['count']} |" in report
     assert "| extract_features |" in report and "| train_logistic |" in report
+
+
+def readme_dry_run_results():
+    """benchmarks/README.md's "Dry-run results" table: ({option: (out-of-fold log loss, accuracy)}, the submitted
+    option)."""
+    rows = readme_table("Dry-run results", "`", REPO / "benchmarks" / "README.md")
+    scores = {option.split("`")[1]: (float(loss), float(accuracy)) for option, loss, accuracy in rows}
+    [submitted] = [option.split("`")[1] for option, _, _ in rows if "(submitted" in option]
+    return scores, submitted
+
+
+def test_the_dry_run_scores_what_the_readme_reports(dry_run):
+    """The dry-run table of benchmarks/README.md (the README's page of measurements) is this run's (a run is
+    deterministic on a CPU, up to the BLAS and TensorFlow builds): the same options and submitted one, each log loss
+    within 10% and accuracy within 0.005. A change to the method that moves the scores fails here until the table
+    shows the new ones."""
+    metrics = json.loads((dry_run / "metrics.json").read_text())
+    scores, submitted = readme_dry_run_results()
+    assert list(scores) == list(metrics["options"]) and metrics["chosen"]["option"] == submitted
+    for name, (log_loss, accuracy) in scores.items():
+        ours = metrics["options"][name]
+        assert math.isclose(ours["log_loss"], log_loss, rel_tol=0.1), (name, ours)
+        assert abs(ours["accuracy"] - accuracy) <= 0.005, (name, ours)
 
 
 def test_the_option_set_by_ensemble_is_submitted_and_every_option_still_scored(small_stub, tmp_path, monkeypatch):
