@@ -41,7 +41,7 @@ from kaggle_src.extract_features import build_backbone, build_extractor, compute
 from kaggle_src.load_images import LoadedImages  # noqa: E402
 from kaggle_src.predict import predict_views  # noqa: E402
 from kaggle_src.train_heads import make_folds, train_heads, train_logistic  # noqa: E402
-from tests.conftest import write_legacy_weights  # noqa: E402
+from tools.real_weights import write_legacy_weights  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_IMAGES, TEST_IMAGES, CLASSES, FEATURES = 10222, 10357, 120, 4096  # the competition's scale

@@ -1,8 +1,12 @@
-"""Shared fixtures and helpers: the committed stub, a small generated variant, one end-to-end dry run, and
-images damaged or oddly encoded in every way the pipeline must survive (and one run over them)."""
+"""Shared fixtures and helpers: the committed stub and its one end-to-end dry run, a small generated variant and
+its one quick run, and images damaged or oddly encoded in every way the pipeline must survive (and one run over
+them). Each end-to-end run is made once per session and shared by every test that reads it."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# One BLAS thread, here and in every subprocess: with OpenBLAS's two, the logistic regressions' small products
+# (scikit-learn's lbfgs) took 6 to 40 times as long on this 2-core machine, most of a quick run's time.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import contextlib  # noqa: E402
 import io  # noqa: E402
@@ -16,11 +20,25 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from make_stub import COMPETITION, make_stub  # noqa: E402
-from tools.real_weights import write_legacy_weights  # noqa: E402,F401  (the tests and benchmarks take it from here)
 
 REPO = Path(__file__).resolve().parents[1]
 INPUT_STUB = REPO / "input_stub"
-QUICK = ["--dry-run", "--image-size", "75", "--max-epochs", "5"]  # a dry run of a few seconds on small_stub
+# A dry run of a few seconds on small_stub: one small backbone at a small size, few epochs. The default pair runs end
+# to end in dry_run (the package) and in the kernel on the oldest supported versions (test_build_kernel.py).
+QUICK = ["--dry-run", "--backbones", "mobilenet_v2", "--image-size", "75", "--max-epochs", "5"]
+
+
+def readme_table(section, first_cell, readme=REPO / "README.md"):
+    """The rows, as lists of cells, of the table in `readme`'s `## section` whose first cell starts with `first_cell`
+    (the header and rule rows left out)."""
+    text = readme.read_text().split(f"\n## {section}\n")[1].split("\n## ")[0]
+    rows = [line for line in text.splitlines() if line.startswith(f"| {first_cell}")]
+    return [[cell.strip() for cell in row.strip("|").split(" | ")] for row in rows]
+
+
+def warnings_in(stderr):
+    """The `warning: ` lines of a run's stderr."""
+    return [line for line in stderr.splitlines() if line.startswith("warning: ")]
 
 
 def exif_segment(orientation):
@@ -124,6 +142,16 @@ def small_stub(tmp_path_factory):
     root = tmp_path_factory.mktemp("small_stub")
     make_stub(root, classes=10, train_per_class=6, test_per_class=2, seed=1)
     return root
+
+
+@pytest.fixture(scope="session")
+def quick_run(small_stub, tmp_path_factory):
+    """small_stub through `python -m kaggle_src`'s entry with QUICK, once per session: its output folder."""
+    from kaggle_src.pipeline import main
+
+    output_dir = tmp_path_factory.mktemp("quick_run")
+    assert main(["--input-root", str(small_stub), "--output-dir", str(output_dir), *QUICK]) == 0
+    return output_dir
 
 
 @pytest.fixture(scope="session")

@@ -34,8 +34,8 @@ def test_sequential_reference_heads_learn_and_fill_every_out_of_fold_row():
     labels = np.repeat(np.arange(4), 30)
     centres = rng.normal(0, 1, (4, 32))
     features = np.stack([centres[labels] + rng.normal(0, 0.3, (120, 32))] * 2, axis=1).astype(np.float32)
-    oof, predictions = seed_reference.train_heads(features, labels, 4, make_folds(labels, make_config(n_folds=3, seed=0)), features[:10],
-                                                  learning_rate=0.01, epochs=30)
+    oof, predictions = seed_reference.train_heads(features, labels, 4, make_folds(labels, make_config(n_folds=2, seed=0)),
+                                                  features[:10], learning_rate=0.03, epochs=10)
     assert oof.shape == (2, 120, 4) and predictions.shape == (10, 4)
     np.testing.assert_allclose(oof.sum(axis=-1), 1, rtol=1e-5)
     assert score_predictions(oof.mean(axis=0), labels, 4)["log_loss"] < 0.25 * np.log(4)

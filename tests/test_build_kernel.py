@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -14,9 +15,8 @@ import pytest
 import build_kernel
 from build_kernel import KERNELS, SLUG, build, main
 from kaggle_src.config import InputError
-from kaggle_src.pipeline import main as package_main
 from make_stub import COMPETITION
-from tests.conftest import QUICK, REPO, UNREADABLE
+from tests.conftest import QUICK, REPO, UNREADABLE, warnings_in
 
 COMMITTED = REPO / "kernels" / SLUG
 
@@ -168,21 +168,34 @@ def run_kernel_offline(kernel, arguments, cwd):
     return result, (log.read_text() if log.exists() else "")
 
 
-def test_kernel_runs_alone_offline_and_equals_the_package(small_stub, tmp_path):
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    kernel = shutil.copy(COMMITTED / "kernel.py", elsewhere / "kernel.py")
-    arguments = ["--input-root", str(small_stub), "--output-dir", str(tmp_path / "kernel_out"), *QUICK]
-    result, network = run_kernel_offline(kernel, arguments, elsewhere)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert network == ""
-    assert_the_log_reads_well(result)
-    assert package_main(["--input-root", str(small_stub), "--output-dir", str(tmp_path / "package_out"), *QUICK]) == 0
-    ours, theirs = tmp_path / "kernel_out", tmp_path / "package_out"
+@pytest.fixture(scope="module")
+def working_tree_kernel(tmp_path_factory):
+    """The kernel built from the working tree's kaggle_src, which the committed one may lag behind."""
+    return build({}, None, False, tmp_path_factory.mktemp("kernel"))["full"] / "kernel.py"
+
+
+@pytest.fixture(scope="module")
+def kernel_run(working_tree_kernel, damaged_stub, tmp_path_factory):
+    """working_tree_kernel, alone in its folder and offline, over damaged_stub with QUICK, once: (the finished
+    process, what the network log caught, the output folder). damaged_run is the package's run of the same."""
+    root, _ = damaged_stub
+    folder = tmp_path_factory.mktemp("kernel_run")
+    arguments = ["--input-root", str(root), "--output-dir", str(folder / "out"), *QUICK]
+    result, network = run_kernel_offline(working_tree_kernel, arguments, folder)
+    return SimpleNamespace(result=result, network=network, output_dir=folder / "out")
+
+
+def test_kernel_runs_alone_offline_and_equals_the_package(kernel_run, working_tree_kernel, damaged_run):
+    """The kernel file with no repo beside it and the network refused: damaged_run's submission and metrics, and a
+    log a competitor can read."""
+    assert kernel_run.result.returncode == 0, kernel_run.result.stderr[-3000:]
+    assert kernel_run.network == ""
+    assert_the_log_reads_well(kernel_run.result)
+    ours, theirs = kernel_run.output_dir, damaged_run.output_dir
     assert (ours / "submission.csv").read_bytes() == (theirs / "submission.csv").read_bytes()
     kernel_metrics = json.loads((ours / "metrics.json").read_text())
     package_metrics = json.loads((theirs / "metrics.json").read_text())
-    assert kernel_metrics.pop("build")["sources_sha256"] in (COMMITTED / "kernel.py").read_text()
+    assert kernel_metrics.pop("build")["sources_sha256"] in working_tree_kernel.read_text()
     for metrics in (kernel_metrics, package_metrics):
         del metrics["seconds"], metrics["summary"]  # the summary ends with the wall time
     assert kernel_metrics == package_metrics
@@ -200,34 +213,10 @@ def assert_the_log_reads_well(result):
     assert "view 0" not in result.stdout + result.stderr
 
 
-@pytest.fixture(scope="module")
-def working_tree_kernel(tmp_path_factory):
-    """The kernel built from the working tree's kaggle_src, which the committed one may lag behind."""
-    return build({}, None, False, tmp_path_factory.mktemp("kernel"))["full"] / "kernel.py"
-
-
-def warnings_in(stderr):
-    return [line for line in stderr.splitlines() if line.startswith("warning: ")]
-
-
-def test_kernel_over_damaged_images_warns_keeps_every_row_and_equals_the_package(
-    working_tree_kernel, damaged_stub, damaged_run, tmp_path
-):
-    root, _ = damaged_stub
-    arguments = ["--input-root", str(root), "--output-dir", str(tmp_path / "out"), *QUICK]
-    result, network = run_kernel_offline(working_tree_kernel, arguments, tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert network == ""
+def test_kernel_over_damaged_images_warns_as_the_package_does(kernel_run, damaged_run):
     assert damaged_run.code == 0
     assert len(warnings_in(damaged_run.stderr)) == 2 * len(UNREADABLE) + 1  # each split's unreadable images, one label
-    assert warnings_in(result.stderr) == warnings_in(damaged_run.stderr)
-    ours, theirs = tmp_path / "out", damaged_run.output_dir
-    assert (ours / "submission.csv").read_bytes() == (theirs / "submission.csv").read_bytes()
-    kernel_metrics = json.loads((ours / "metrics.json").read_text())
-    package_metrics = json.loads((theirs / "metrics.json").read_text())
-    for metrics in (kernel_metrics, package_metrics):
-        metrics.pop("seconds"), metrics.pop("summary"), metrics.pop("build", None)
-    assert kernel_metrics == package_metrics
+    assert warnings_in(kernel_run.result.stderr) == warnings_in(damaged_run.stderr)
 
 
 @pytest.mark.parametrize("case", ["id with two breeds", "weights missing"])
@@ -295,8 +284,9 @@ def test_kernel_runs_with_the_oldest_supported_versions(small_stub, tmp_path):
     assert [version.rsplit(".", 1)[0] for version in versions] == ["2.17", "3.5", "1.26", "1.2"]
     kernel = shutil.copy(COMMITTED / "kernel.py", tmp_path / "kernel.py")
     output = tmp_path / "out"
+    flags = [*QUICK, "--backbones", "xception,inception_v3"]  # the kernel's default pair, not QUICK's small backbone
     result = subprocess.run(
-        [os.environ["COMPAT_PYTHON"], str(kernel), "--input-root", str(small_stub), "--output-dir", str(output), *QUICK],
+        [os.environ["COMPAT_PYTHON"], str(kernel), "--input-root", str(small_stub), "--output-dir", str(output), *flags],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]

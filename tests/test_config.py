@@ -10,7 +10,7 @@ from kaggle_src.config import (
     DRY_RUN_IMAGE_SIZE, Config, InputError, add_config_arguments, config_from_arguments, flags, make_config,
     parse_value, warn_unknown_arguments,
 )
-from tests.conftest import REPO
+from tests.conftest import REPO, readme_table
 
 
 def parse(argv):
@@ -92,9 +92,7 @@ def test_every_setting_has_its_meaning_and_every_valued_flag_a_metavar():
 
 def readme_configuration_table():
     """(flag, default, meaning) of each row of the README's Configuration table, the cells' backticks dropped."""
-    section = (REPO / "README.md").read_text().split("\n## Configuration\n")[1].split("\n## ")[0]
-    rows = [line for line in section.splitlines() if line.startswith("| `--")]
-    return [tuple(cell.strip() for cell in row.strip("|").split(" | ")) for row in rows]
+    return [tuple(row) for row in readme_table("Configuration", "`--")]
 
 
 def test_the_readme_configuration_table_is_every_flag_as_help_gives_it():

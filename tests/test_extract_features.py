@@ -17,7 +17,8 @@ from kaggle_src.extract_features import (
 )
 from kaggle_src.find_inputs import find_inputs
 from kaggle_src.load_images import LoadedImages
-from tests.conftest import INPUT_STUB, REPO, write_legacy_weights
+from tests.conftest import INPUT_STUB, REPO
+from tools.real_weights import write_legacy_weights
 
 SIZE = 75  # InceptionV3's smallest input: the cheapest size both backbones accept
 
@@ -54,35 +55,48 @@ def separately(backbones, images):
     )
 
 
+@pytest.fixture(scope="module")
+def expected(backbones, images):
+    """`images`' features the seed's way, once for every test that holds the fused extractor to them."""
+    return separately(backbones, images)
+
+
 def close_to(actual, expected, relative):
     np.testing.assert_allclose(actual, expected, rtol=0, atol=relative * np.abs(expected).max())
 
 
-def test_fused_extractor_equals_each_backbone_on_each_view(backbones, images, tmp_path):
-    expected = separately(backbones, images)
+def test_fused_extractor_equals_each_backbone_on_each_view(backbones, images, expected, tmp_path):
     fused = extract_features(fuse_views(backbones, SIZE, flips=True), loaded(images, tmp_path), batch_size=2)[0]
     assert fused.shape == (5, 2, 4096) and fused.dtype == np.float32
     assert not np.allclose(expected[:, 0], expected[:, 1], rtol=1e-3, atol=0)  # the views do differ
     close_to(fused, expected, 1e-4)
 
 
-def test_without_flips_there_is_one_view(backbones, images, tmp_path):
+def test_without_flips_there_is_one_view(backbones, images, expected, tmp_path):
     features = extract_features(fuse_views(backbones, SIZE, flips=False), loaded(images, tmp_path), batch_size=4)[0]
-    close_to(features, separately(backbones, images)[:, :1], 1e-4)
+    close_to(features, expected[:, :1], 1e-4)
+
+
+@pytest.fixture(scope="module")
+def full_precision(images, tmp_path_factory):
+    """The float32 extractor built after seed 0, and its features of `images`: what each half precision is held to."""
+    keras.utils.set_random_seed(0)
+    extractor = build_extractor(make_config(dry_run=True, image_size=SIZE, precision="float32"))
+    features = extract_features(extractor, loaded(images, tmp_path_factory.mktemp("full_precision")), batch_size=5)[0]
+    return extractor, features
 
 
 @pytest.mark.parametrize("precision, tolerance", [("float16", 0.01), ("bfloat16", 0.05)])
-def test_half_precision_features_are_float32_and_close_to_full_precision(images, tmp_path, precision, tolerance):
+def test_half_precision_features_are_float32_and_close_to_full_precision(
+    full_precision, images, tmp_path, precision, tolerance
+):
     """The GPU's float16 / bfloat16 path, run on the CPU: same weights, features within a tolerance."""
-    extractors = {}
-    for dtype in ("float32", precision):
-        keras.utils.set_random_seed(0)
-        extractors[dtype] = build_extractor(make_config(dry_run=True, image_size=SIZE, precision=dtype))
-    full, half = extractors["float32"], extractors[precision]
+    full, expected = full_precision
+    keras.utils.set_random_seed(0)
+    half = build_extractor(make_config(dry_run=True, image_size=SIZE, precision=precision))
     assert [layer.compute_dtype for layer in half.layers if isinstance(layer, keras.Model)] == [precision] * 2
     for ours, theirs in zip(half.weights, full.weights):  # variables stay float32 under mixed precision
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours), keras.ops.convert_to_numpy(theirs))
-    expected = extract_features(full, loaded(images, tmp_path), batch_size=5)[0]
     features = extract_features(half, loaded(images, tmp_path), batch_size=5)[0]
     assert features.dtype == np.float32
     assert not np.array_equal(features, expected)  # it did compute in lower precision
@@ -144,7 +158,7 @@ from kaggle_src.extract_features import build_extractor, extract_features
 from tests.test_extract_features import loaded
 from pathlib import Path
 images = np.random.default_rng(0).integers(0, 256, (7, 75, 75, 3), dtype=np.uint8)
-config = make_config(dry_run=True, image_size=75)
+config = make_config(dry_run=True, image_size=75, backbones=("mobilenet_v2",))
 single = build_extractor(config)
 mirrored = build_extractor(config, devices=["/cpu:0", "/cpu:1"])
 mirrored.set_weights(single.get_weights())
@@ -156,15 +170,16 @@ print(json.dumps({"replicas": mirrored.distribute_strategy.num_replicas_in_sync,
 
 
 def test_batches_split_across_replicas_equal_one_device(tmp_path):
-    """Kaggle's T4 x2 path (a MirroredStrategy), on two logical CPU devices in a fresh process."""
+    """Kaggle's T4 x2 path (a MirroredStrategy), on two logical CPU devices in a fresh process (a small backbone, to
+    keep the two builds short: the split does not depend on the backbones)."""
     result = subprocess.run([sys.executable, "-c", MULTI_REPLICA, str(tmp_path)], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["replicas"] == 2 and report["shape"] == [7, 2, 4096]
+    assert report["replicas"] == 2 and report["shape"] == [7, 2, 1280]
     assert report["difference"] < 1e-5
 
 
-def test_out_of_memory_halves_the_batch_and_starts_again(backbones, images, tmp_path, capsys):
+def test_out_of_memory_halves_the_batch_and_starts_again(backbones, images, expected, tmp_path, capsys):
     extractor = fuse_views(backbones, SIZE)
     predict, batch_sizes = extractor.predict, []
 
@@ -179,7 +194,7 @@ def test_out_of_memory_halves_the_batch_and_starts_again(backbones, images, tmp_
     features = extract_features(extractor, loaded(images, tmp_path), batch_size=4)[0]
     assert batch_sizes == [4, 2, 1]
     assert "out of GPU memory: extracting again with 1 images per batch" in capsys.readouterr().out
-    close_to(features, separately(backbones, images), 1e-4)
+    close_to(features, expected, 1e-4)
 
 
 def test_batch_size_fits_a_t4_for_the_backbones_and_size_whatever_memory_reads_free(monkeypatch):

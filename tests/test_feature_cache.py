@@ -10,39 +10,33 @@ from kaggle_src.pipeline import main
 from tests.conftest import QUICK
 
 
-@pytest.fixture(scope="module")
-def full_run(small_stub, tmp_path_factory):
-    output = tmp_path_factory.mktemp("full")
-    assert main(["--input-root", str(small_stub), "--output-dir", str(output), *QUICK]) == 0
-    return output
-
-
-def test_heads_only_run_on_cached_features_equals_the_full_run(small_stub, full_run, tmp_path, capsys):
+def test_heads_only_run_on_cached_features_equals_the_full_run(small_stub, quick_run, tmp_path, capsys):
+    """quick_run extracted and saved the features; a heads-only run on them gives its submission."""
     nested = tmp_path / "input" / "dog-breed-xception-inception"  # as Kaggle mounts a kernel's output
-    shutil.copytree(full_run, nested)
+    shutil.copytree(quick_run, nested)
     output = tmp_path / "heads"
     assert main(["--input-root", str(small_stub), "--output-dir", str(output), "--features", str(tmp_path / "input"),
                  *QUICK]) == 0
-    assert f"features from {nested}: xception, inception_v3" in capsys.readouterr().out
-    assert (output / "submission.csv").read_bytes() == (full_run / "submission.csv").read_bytes()
+    assert f"features from {nested}: mobilenet_v2" in capsys.readouterr().out
+    assert (output / "submission.csv").read_bytes() == (quick_run / "submission.csv").read_bytes()
     assert not (output / FEATURES_FILE).exists()  # nothing extracted, nothing saved again
-    heads_metrics, full_metrics = (json.loads((folder / "metrics.json").read_text()) for folder in (output, full_run))
+    heads_metrics, full_metrics = (json.loads((folder / "metrics.json").read_text()) for folder in (output, quick_run))
     assert heads_metrics["oof"] == full_metrics["oof"]
     assert "extract_features" not in heads_metrics["seconds"] and "load_features" in heads_metrics["seconds"]
 
 
-def test_the_cache_is_float16_with_a_manifest_of_what_it_holds(small_stub, full_run):
-    manifest = json.loads((full_run / MANIFEST_FILE).read_text())
+def test_the_cache_is_float16_with_a_manifest_of_what_it_holds(small_stub, quick_run):
+    manifest = json.loads((quick_run / MANIFEST_FILE).read_text())
     labels = (small_stub / "dog-breed-identification" / "labels.csv").read_text().split()[1:]
     assert manifest["train_ids"] == [line.split(",")[0] for line in labels]
     assert (manifest["backbones"], manifest["views"], manifest["features"]) == (
-        ["xception", "inception_v3"], ["original", "flipped"], 4096
+        ["mobilenet_v2"], ["original", "flipped"], 1280
     )
-    assert manifest["input_sizes"] == {"xception": 75, "inception_v3": 75}
+    assert manifest["input_sizes"] == {"mobilenet_v2": 75}
     assert manifest["weights_sha256"] == "random-init (dry run)" and manifest["package_commit"].startswith("unbuilt")
-    with np.load(full_run / FEATURES_FILE) as stored:
-        assert stored["train"].dtype == np.float16 and stored["train"].shape == (60, 2, 4096)
-        assert stored["test"].shape == (20, 2, 4096) and stored["mean"].dtype == np.float32
+    with np.load(quick_run / FEATURES_FILE) as stored:
+        assert stored["train"].dtype == np.float16 and stored["train"].shape == (60, 2, 1280)
+        assert stored["test"].shape == (20, 2, 1280) and stored["mean"].dtype == np.float32
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -50,9 +44,9 @@ def test_the_cache_is_float16_with_a_manifest_of_what_it_holds(small_stub, full_
     ("views", "views ['original', 'flipped']: expected ['original'] (the flips setting)"),
     ("missing", "no folder holds features_manifest.json and features.npz"),
 ])
-def test_a_cache_that_does_not_fit_stops_with_one_line(small_stub, full_run, tmp_path, capsys, damage, message):
+def test_a_cache_that_does_not_fit_stops_with_one_line(small_stub, quick_run, tmp_path, capsys, damage, message):
     cache = tmp_path / "cache"
-    shutil.copytree(full_run, cache)
+    shutil.copytree(quick_run, cache)
     flags = []
     if damage == "ids":
         manifest = json.loads((cache / MANIFEST_FILE).read_text())

@@ -213,9 +213,15 @@ def test_submitting_a_folder_without_a_run_is_one_line(api, tmp_path, capsys):
 
 
 def test_a_failing_cli_call_is_one_line(api, tmp_path, capsys):
-    api.errors["GetKernelSessionStatus"] = (403, "Permission 'kernels.get' was denied")
+    """The kaggle CLI makes the call, Kaggle fails it (a server error), and the CLI prints its words on several
+    lines and exits non-zero: the loop stops with those words on one line."""
+    api.errors["GetKernelSessionStatus"] = (500, "Internal error")
     assert loop(tmp_path, "--status") == 2
-    assert "kaggle kernels status failed: Cannot access kernel" in one_error_line(capsys)
+    assert ("GetKernelSessionStatus", {"userName": "tester", "kernelSlug": SLUG}) in api.calls  # the CLI called Kaggle
+    assert one_error_line(capsys) == (
+        "error: kaggle kernels status failed: Internal error This is a problem on Kaggle's side, not with your "
+        "command. Please try again later.\n"
+    )
 
 
 def test_scores_fail_on_a_reply_that_is_not_a_list_of_submissions(api, tmp_path, capsys):

@@ -22,7 +22,7 @@ from kaggle_src.find_inputs import read_competition
 from kaggle_src.pipeline import MAX_NAMED, main, warn_unreadable
 from kaggle_src.predict import class_prior
 from make_stub import COMPETITION, TEST_ANSWERS
-from tests.conftest import INPUT_STUB, ODD, QUICK, REPO, UNREADABLE, damage
+from tests.conftest import INPUT_STUB, ODD, QUICK, REPO, UNREADABLE, damage, readme_table, warnings_in
 
 SAMPLE = INPUT_STUB / "dog-breed-identification" / "sample_submission.csv"
 
@@ -96,11 +96,38 @@ def test_report_holds_the_cv_table_the_winner_and_the_confused_pairs(dry_run):
     assert "| extract_features |" in report and "| train_logistic |" in report
 
 
-def test_the_option_set_by_ensemble_is_submitted_and_every_option_still_scored(small_stub, tmp_path, monkeypatch):
-    """--ensemble tta, not the best option out of fold here, submits tta's test predictions."""
+def readme_dry_run_results():
+    """benchmarks/README.md's "Dry-run results" table: ({option: (out-of-fold log loss, accuracy)}, the submitted
+    option)."""
+    rows = readme_table("Dry-run results", "`", REPO / "benchmarks" / "README.md")
+    scores = {option.split("`")[1]: (float(loss), float(accuracy)) for option, loss, accuracy in rows}
+    [submitted] = [option.split("`")[1] for option, _, _ in rows if "(submitted" in option]
+    return scores, submitted
+
+
+def test_the_dry_run_scores_what_the_readme_reports(dry_run):
+    """The dry-run table of benchmarks/README.md (the README's page of measurements) is this run's (a run is
+    deterministic on a CPU, up to the BLAS and TensorFlow builds): the same options and submitted one, each log loss
+    within 10% and accuracy within 0.005. A change to the method that moves the scores fails here until the table
+    shows the new ones."""
+    metrics = json.loads((dry_run / "metrics.json").read_text())
+    scores, submitted = readme_dry_run_results()
+    assert list(scores) == list(metrics["options"]) and metrics["chosen"]["option"] == submitted
+    for name, (log_loss, accuracy) in scores.items():
+        ours = metrics["options"][name]
+        assert math.isclose(ours["log_loss"], log_loss, rel_tol=0.1), (name, ours)
+        assert abs(ours["accuracy"] - accuracy) <= 0.005, (name, ours)
+
+
+def test_the_option_set_by_ensemble_is_submitted_and_every_option_still_scored(
+    small_stub, quick_run, tmp_path, monkeypatch
+):
+    """--ensemble tta, not the best option out of fold here, submits tta's test predictions. The heads train on
+    quick_run's saved features: the choice of option does not depend on how they were extracted."""
     scored, score_options = [], pipeline.score_options
     monkeypatch.setattr(pipeline, "score_options", lambda *args: scored.extend(score_options(*args)) or scored)
-    assert main([*QUICK, "--input-root", str(small_stub), "--output-dir", str(tmp_path), "--ensemble", "tta"]) == 0
+    assert main([*QUICK, "--input-root", str(small_stub), "--output-dir", str(tmp_path), "--ensemble", "tta",
+                 "--features", str(quick_run)]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert list(metrics["options"]) == [option.name for option in OPTIONS]
     best = min(metrics["options"], key=lambda name: metrics["options"][name]["log_loss"])
@@ -115,22 +142,22 @@ def test_the_option_set_by_ensemble_is_submitted_and_every_option_still_scored(s
 
 
 def test_without_flips_or_logistic_regressions_their_options_are_left_out(small_stub, tmp_path):
-    quick = ["--dry-run", "--image-size", "75", "--max-epochs", "2", "--input-root", str(small_stub)]
-    assert main([*quick, "--output-dir", str(tmp_path), "--no-flips", "--no-logistic"]) == 0
+    flags = ["--input-root", str(small_stub), "--output-dir", str(tmp_path), "--no-flips", "--no-logistic"]
+    assert main([*QUICK, *flags]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert list(metrics["options"]) == ["heads_mean", "geometric", "blend"]
     assert "train_logistic" not in metrics["seconds"] and len(metrics["folds"]) == 5
 
 
-def test_same_seed_same_submission_and_unknown_arguments_are_ignored(small_stub, tmp_path, capsys):
-    quick = ["--dry-run", "--image-size", "75", "--max-epochs", "5", "--input-root", str(small_stub)]
+def test_same_seed_same_submission_and_unknown_arguments_are_ignored(small_stub, quick_run, tmp_path, capsys):
+    """A second run of quick_run's settings, with arguments Kaggle may pass, gives its submission; another seed not."""
+    quick = [*QUICK, "--input-root", str(small_stub)]
     assert main([*quick, "--output-dir", str(tmp_path / "a"), "-f", "/tmp/kernel.json", "--no-flip"]) == 0
     assert capsys.readouterr().err.splitlines()[:2] == [
         "warning: argument -f /tmp/kernel.json: unknown; ignored",
         "warning: argument --no-flip: unknown (did you mean --no-flips?); ignored",
     ]
-    assert main([*quick, "--output-dir", str(tmp_path / "b")]) == 0
-    assert (tmp_path / "a" / "submission.csv").read_bytes() == (tmp_path / "b" / "submission.csv").read_bytes()
+    assert (tmp_path / "a" / "submission.csv").read_bytes() == (quick_run / "submission.csv").read_bytes()
     assert main([*quick, "--output-dir", str(tmp_path / "c"), "--seed", "7"]) == 0
     assert (tmp_path / "a" / "submission.csv").read_bytes() != (tmp_path / "c" / "submission.csv").read_bytes()
 
@@ -249,10 +276,6 @@ def test_a_stop_comes_before_tensorflow_is_imported(tmp_path):
     assert (result.returncode, result.stdout.splitlines()[-1:]) == (2, ["imported: []"])
     assert result.stderr.startswith("error: weights file xception_weights_tf_dim_ordering_tf_kernels_notop.h5")
     assert result.stderr.count("\n") == 1
-
-
-def warnings_in(stderr):
-    return [line for line in stderr.splitlines() if line.startswith("warning: ")]
 
 
 def expected_warning(root, split, image_id):

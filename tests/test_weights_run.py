@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from kaggle_src import pipeline
 from kaggle_src.backbones import BACKBONES
-from tests.conftest import write_legacy_weights
+from tools.real_weights import write_legacy_weights
 
 FLAGS = ["--backbones", "mobilenet_v2", "--image-size", "64", "--max-epochs", "5", "--no-logistic"]
 
