@@ -186,6 +186,8 @@ def train_logistic(features, labels, folds, n_classes, config):
 
     def validation_loss(c):
         fitted[c], losses[c] = [], []
+        bar.total = max(bar.total, len(fitted) * len(folds))  # the search went on to another C: its fits too
+        bar.refresh()
         for fold, (train_index, validation_index) in enumerate(folds):
             model, before = models[fold], models[fold - 1]
             if fold and not hasattr(model, "coef_") and np.array_equal(before.classes_, np.unique(labels[train_index])):
@@ -201,10 +203,10 @@ def train_logistic(features, labels, folds, n_classes, config):
                                   n_classes)["log_loss"]
                 for head in heads
             ]))
-        bar.update()
+            bar.update()
         return sum(losses[c])
 
-    with progress(None, "fit logistic regressions, every fold at each C", "C") as bar:
+    with progress(2 * len(folds), "fit logistic regressions, every fold at each C tried", "fit") as bar:
         tried = search_c(validation_loss)
     cross_fitted, best = choose_by_cross_fitting(np.array([losses[c] for c in tried]).T)
     print("logistic regressions, validation log loss by C: "
