@@ -6,8 +6,8 @@ softmax heads on the CPU, and writes the ensemble with the best out-of-fold log 
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   0e06a83
-    sources sha256:  b53aaa5ec99b167ca761b8c7a5e37796d8e8146c91c3318809e0676c8be7abb9
+    source commit:   e607563
+    sources sha256:  10583f194d704710a8a2aa8092606feb5de31616ae59f02d01e14baab5409613
     build settings:  features='/kaggle/input'
     configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, standardise=True,
@@ -24,7 +24,7 @@ import linecache
 import sys
 
 BUILD_SETTINGS = {'features': '/kaggle/input'}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': '0e06a83', 'sources_sha256': 'b53aaa5ec99b167ca761b8c7a5e37796d8e8146c91c3318809e0676c8be7abb9', 'settings': {'features': '/kaggle/input'}}
+BUILD = {'commit': 'e607563', 'sources_sha256': '10583f194d704710a8a2aa8092606feb5de31616ae59f02d01e14baab5409613', 'settings': {'features': '/kaggle/input'}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -1298,6 +1298,8 @@ def train_logistic(features, labels, folds, n_classes, config):
 
     def validation_loss(c):
         fitted[c], losses[c] = [], []
+        bar.total = max(bar.total, len(fitted) * len(folds))  # the search went on to another C: its fits too
+        bar.refresh()
         for fold, (train_index, validation_index) in enumerate(folds):
             model, before = models[fold], models[fold - 1]
             if fold and not hasattr(model, "coef_") and np.array_equal(before.classes_, np.unique(labels[train_index])):
@@ -1313,10 +1315,10 @@ def train_logistic(features, labels, folds, n_classes, config):
                                   n_classes)["log_loss"]
                 for head in heads
             ]))
-        bar.update()
+            bar.update()
         return sum(losses[c])
 
-    with progress(None, "fit logistic regressions, every fold at each C", "C") as bar:
+    with progress(2 * len(folds), "fit logistic regressions, every fold at each C tried", "fit") as bar:
         tried = search_c(validation_loss)
     cross_fitted, best = choose_by_cross_fitting(np.array([losses[c] for c in tried]).T)
     print("logistic regressions, validation log loss by C: "
