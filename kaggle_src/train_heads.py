@@ -9,7 +9,7 @@ and leaves the loop, so a head costs what its sequential fit would: no wasted ro
 
 With `standardise` (the default; the seed's heads had none) each head centres and scales its inputs by its
 training fold's mean and standard deviation: on real ImageNet features it lowered the held-out log loss of
-the seed's heads (the README gives the measurement), and random-init features (dry runs), nearly constant per
+the seed's heads (benchmarks/README.md gives the measurement), and random-init features (dry runs), nearly constant per
 column, teach a head nothing without it.
 
 The logistic regressions (scikit-learn's lbfgs) always standardise, which lbfgs needs to converge; each is
@@ -174,9 +174,9 @@ def train_logistic(features, labels, folds, n_classes, config):
 
     C (the inverse L2 strength) is searched along C_LADDER (search_c), every fold fitted at each C tried, each
     fold's regression warm-started from its fit at the C before, or at the first C from the fold before's (they
-    share most rows); each fit converges, so a start only saves iterations. A fold's out-of-fold rows come from its regression at the C with the lowest validation log loss
-    summed over the other folds, so the choice never sees the rows it is scored on. The test gets every fold's
-    regression at the C that is best over all folds.
+    share most rows); each fit converges, so a start only saves iterations. A fold's out-of-fold rows come from
+    its regression at the C with the lowest validation log loss summed over the other folds, so the choice never
+    sees the rows it is scored on. The test gets every fold's regression at the C that is best over all folds.
     """
     features = np.asarray(features, np.float32)
     models = [LogisticRegression(warm_start=True, tol=LOGISTIC_TOLERANCE, max_iter=LOGISTIC_MAX_ITERATIONS)
