@@ -7,8 +7,8 @@ softmax heads, and writes the ensemble with the best out-of-fold log loss to
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   e607563
-    sources sha256:  10583f194d704710a8a2aa8092606feb5de31616ae59f02d01e14baab5409613
+    source commit:   ef4191e
+    sources sha256:  512281a77268fc1a82591054791dabe170f31b9183d0fb02d7b5e5b9d3783e5d
     build settings:  none (the defaults)
     configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, standardise=True,
@@ -25,7 +25,7 @@ import linecache
 import sys
 
 BUILD_SETTINGS = {}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': 'e607563', 'sources_sha256': '10583f194d704710a8a2aa8092606feb5de31616ae59f02d01e14baab5409613', 'settings': {}}
+BUILD = {'commit': 'ef4191e', 'sources_sha256': '512281a77268fc1a82591054791dabe170f31b9183d0fb02d7b5e5b9d3783e5d', 'settings': {}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -1122,7 +1122,7 @@ and leaves the loop, so a head costs what its sequential fit would: no wasted ro
 
 With `standardise` (the default; the seed's heads had none) each head centres and scales its inputs by its
 training fold's mean and standard deviation: on real ImageNet features it lowered the held-out log loss of
-the seed's heads (the README gives the measurement), and random-init features (dry runs), nearly constant per
+the seed's heads (benchmarks/README.md gives the measurement), and random-init features (dry runs), nearly constant per
 column, teach a head nothing without it.
 
 The logistic regressions (scikit-learn's lbfgs) always standardise, which lbfgs needs to converge; each is
@@ -1287,9 +1287,9 @@ def train_logistic(features, labels, folds, n_classes, config):
 
     C (the inverse L2 strength) is searched along C_LADDER (search_c), every fold fitted at each C tried, each
     fold's regression warm-started from its fit at the C before, or at the first C from the fold before's (they
-    share most rows); each fit converges, so a start only saves iterations. A fold's out-of-fold rows come from its regression at the C with the lowest validation log loss
-    summed over the other folds, so the choice never sees the rows it is scored on. The test gets every fold's
-    regression at the C that is best over all folds.
+    share most rows); each fit converges, so a start only saves iterations. A fold's out-of-fold rows come from
+    its regression at the C with the lowest validation log loss summed over the other folds, so the choice never
+    sees the rows it is scored on. The test gets every fold's regression at the C that is best over all folds.
     """
     features = np.asarray(features, np.float32)
     models = [LogisticRegression(warm_start=True, tol=LOGISTIC_TOLERANCE, max_iter=LOGISTIC_MAX_ITERATIONS)
