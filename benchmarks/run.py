@@ -170,7 +170,7 @@ def bench_heads():
 
 
 def bench_logistic(n=TRAIN_IMAGES, n_test=TEST_IMAGES):
-    """Row 3b: our logistic regressions (every view's rows, C cross-fitted over 3 values) against the public
+    """Row 3b: our logistic regressions (every view's rows, converged, C searched and cross-fitted) against the public
     kernel's (scikit-learn's defaults, original view), per fold on the same synthetic features: seconds and
     out-of-fold log loss."""
     features, labels = synthetic_features(n + n_test, seed=2)
