@@ -40,7 +40,8 @@ from kaggle_src.ensembles import score_predictions  # noqa: E402
 from kaggle_src.extract_features import build_backbone, build_extractor, compute_dtype, extract_features  # noqa: E402
 from kaggle_src.load_images import LoadedImages  # noqa: E402
 from kaggle_src.predict import predict_views  # noqa: E402
-from kaggle_src.train_heads import make_folds, train_heads, train_logistic  # noqa: E402
+from kaggle_src.train_heads import make_folds, train_heads  # noqa: E402
+from kaggle_src.train_logistic import train_logistic  # noqa: E402
 from tools.real_weights import write_legacy_weights  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

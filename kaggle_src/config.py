@@ -73,7 +73,7 @@ class Config:
         "of the seed's heads, and random-init features (dry runs) need it",
     )
     logistic: bool = setting(
-        True, "also fit logistic regressions on the CPU, on every view, converged, their C searched from 10 "
+        True, "also fit logistic regressions (on the GPU when there is one), on every view, converged, their C searched from 10 "
         "(between 0.01 and 1000) and cross-fitted: the logistic option"
     )
     ensemble: str = setting(

@@ -47,7 +47,8 @@ def run(config, input_root, output_dir, build=None):
     # its one line stands alone: from TensorFlow 2.19, import logs ignore TF_CPP_MIN_LOG_LEVEL.
     import_quietly("tensorflow")
     from .extract_features import check_accelerator, describe_runtime
-    from .train_heads import make_folds, train_heads, train_logistic
+    from .train_heads import make_folds, train_heads
+    from .train_logistic import train_logistic
 
     on_cpu = saved is None and check_accelerator(config, on_kaggle())
     n_classes = len(competition.classes)

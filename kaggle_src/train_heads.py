@@ -1,5 +1,4 @@
-"""Stage 4: stratified K-fold CV of dropout + softmax heads, one per fold and view, with out-of-fold scores;
-and, as the common public kernel does, multinomial logistic regressions, one per fold.
+"""Stage 4: stratified K-fold CV of dropout + softmax heads, one per fold and view, with out-of-fold scores.
 
 All heads train together, as in the seed's ten sequential fits but in one loop: each step draws every
 head's next batch of its own shuffled training rows, applies each head to its own view with one
@@ -12,31 +11,18 @@ training fold's mean and standard deviation: on real ImageNet features it lowere
 the seed's heads (benchmarks/README.md gives the measurement), and random-init features (dry runs), nearly constant per
 column, teach a head nothing without it.
 
-The logistic regressions (scikit-learn's lbfgs) always standardise, which lbfgs needs to converge; each is
-fitted on the rows of every view, as the heads see the flipped view too, and applied to each view, and C is
-chosen by cross-fitting (train_logistic). They are fitted to a tight tolerance: stopped at scikit-learn's
-default one, a fit lands wherever its start and path left it, and on real features that cost more than the
-choice of C.
-They become TrainedHeads too, so everything downstream treats both kinds alike. They run on the CPU.
+The logistic regressions (train_logistic) become TrainedHeads too, so everything downstream treats both kinds
+alike.
 """
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 from keras import ops
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 from .config import progress
 from .ensembles import score_predictions
-
-C_LADDER = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)  # the logistic regressions' inverse L2
-# strengths that search_c may try (scikit-learn's C; its default 1)
-C_START = 10.0  # where search_c starts: near the best C on real ImageNet features (benchmarks/README.md)
-LOGISTIC_TOLERANCE = 1e-6  # lbfgs' gradient tolerance (scikit-learn's default: 1e-4)
-LOGISTIC_MAX_ITERATIONS = 300  # lbfgs' iterations per fit at most (scikit-learn's default: 100)
 
 
 @dataclass
@@ -49,7 +35,7 @@ class TrainedHead:
     scale: np.ndarray  # (features,) 1 / standard deviation
     kernel: np.ndarray  # (features, classes)
     bias: np.ndarray  # (classes,)
-    epochs: int = 0  # epochs run before it stopped early (for a logistic regression: lbfgs iterations)
+    epochs: int = 0  # epochs run before it stopped early (for a logistic regression: L-BFGS iterations)
     val_log_loss: float = float("nan")
     val_accuracy: float = float("nan")
 
@@ -166,95 +152,6 @@ def train_heads(features, labels, folds, n_classes, config):
     oof = out_of_fold(heads, features, labels, folds, n_classes)
     print_validation(heads, config.views, "epochs")
     return heads, oof
-
-
-def train_logistic(features, labels, folds, n_classes, config):
-    """Logistic regressions on standardised features, each fitted on every view's rows (a flipped dog is as much
-    a dog) and applied to each view (its TTA). Return (heads, out-of-fold predictions).
-
-    C (the inverse L2 strength) is searched along C_LADDER (search_c), every fold fitted at each C tried, each
-    fold's regression warm-started from its fit at the C before, or at the first C from the fold before's (they
-    share most rows); each fit converges, so a start only saves iterations. A fold's out-of-fold rows come from
-    its regression at the C with the lowest validation log loss summed over the other folds, so the choice never
-    sees the rows it is scored on. The test gets every fold's regression at the C that is best over all folds.
-    """
-    features = np.asarray(features, np.float32)
-    models = [LogisticRegression(warm_start=True, tol=LOGISTIC_TOLERANCE, max_iter=LOGISTIC_MAX_ITERATIONS)
-              for _ in folds]
-    iterations = np.zeros(len(folds), int)  # per fold, lbfgs iterations along its path so far
-    fitted, losses = {}, {}  # C: per fold, its regression as heads, and their validation log loss over every view
-
-    def validation_loss(c):
-        fitted[c], losses[c] = [], []
-        bar.total = max(bar.total, len(fitted) * len(folds))  # the search went on to another C: its fits too
-        bar.refresh()
-        for fold, (train_index, validation_index) in enumerate(folds):
-            model, before = models[fold], models[fold - 1]
-            if fold and not hasattr(model, "coef_") and np.array_equal(before.classes_, np.unique(labels[train_index])):
-                model.coef_, model.intercept_ = before.coef_.copy(), before.intercept_.copy()  # most rows are shared
-            heads = fit_logistic(model.set_params(C=c), features[train_index], labels[train_index], n_classes,
-                                 fold)
-            iterations[fold] += heads[0].epochs
-            for head in heads:  # what the path took to this C, not only its last, warm-started leg
-                head.epochs = int(iterations[fold])
-            fitted[c].append(heads)
-            losses[c].append(np.mean([
-                score_predictions(head.predict(features[validation_index, head.view]), labels[validation_index],
-                                  n_classes)["log_loss"]
-                for head in heads
-            ]))
-            bar.update()
-        return sum(losses[c])
-
-    with progress(2 * len(folds), "fit logistic regressions, every fold at each C tried", "fit") as bar:
-        tried = search_c(validation_loss)
-    cross_fitted, best = choose_by_cross_fitting(np.array([losses[c] for c in tried]).T)
-    print("logistic regressions, validation log loss by C: "
-          + ", ".join(f"C={c:g} {np.mean(losses[c]):.4f}" for c in tried)
-          + f"; out of fold, each fold at the best C on the others ({', '.join(f'{tried[i]:g}' for i in cross_fitted)})"
-          f"; for the test, every fold's at C={tried[best]:g}")
-    oof_heads = [head for fold, choice in enumerate(cross_fitted) for head in fitted[tried[choice]][fold]]
-    oof = out_of_fold(oof_heads, features, labels, folds, n_classes)
-    print_validation(oof_heads, config.views, "lbfgs iterations")
-    return [head for fold_heads in fitted[tried[best]] for head in fold_heads], oof
-
-
-def search_c(validation_loss):
-    """The Cs tried, ascending: C_START and the next C up C_LADDER, then on along the ladder the way that lowered
-    `validation_loss(C)` (which fits at C; called once per C) while it keeps falling: one C past the lowest."""
-    start = C_LADDER.index(C_START)
-    losses = {index: validation_loss(C_LADDER[index]) for index in (start, start + 1)}
-    step = 1 if losses[start + 1] < losses[start] else -1
-    index = start + 1 if step == 1 else start
-    while 0 <= index + step < len(C_LADDER) and losses[index] == min(losses.values()):
-        index += step
-        losses[index] = validation_loss(C_LADDER[index])
-    return [C_LADDER[index] for index in sorted(losses)]
-
-
-def choose_by_cross_fitting(losses):
-    """From validation `losses` (folds, candidates): per fold, the candidate with the lowest loss summed over the
-    other folds (never its own); and the candidate with the lowest loss over all folds."""
-    total = losses.sum(axis=0)
-    return [int((total - own).argmin()) for own in losses], int(total.argmin())
-
-
-def fit_logistic(model, features, labels, n_classes, fold):
-    """`model` (a scikit-learn LogisticRegression) fitted on the standardised rows of every view of `features`
-    (n, views, d), as one TrainedHead per view. A class absent from `labels` keeps bias -inf (never predicted);
-    with two classes, the one logit z becomes softmax([-z/2, z/2]) = sigmoid(z)."""
-    n_views, n_features = features.shape[1:]
-    rows = features.reshape(-1, n_features)  # row r, view v: r * n_views + v
-    mean, scale = standardisation(rows)
-    with warnings.catch_warnings():  # hitting the iteration limit shows as the head's iteration count
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit((rows - mean) * scale, np.repeat(labels, n_views))
-    kernel, bias = np.zeros((n_features, n_classes), np.float32), np.full(n_classes, -np.inf, np.float32)
-    coef, intercept = model.coef_, model.intercept_
-    if len(model.classes_) == 2:
-        coef, intercept = np.vstack([-coef / 2, coef / 2]), np.hstack([-intercept / 2, intercept / 2])
-    kernel[:, model.classes_], bias[model.classes_] = coef.T, intercept
-    return [TrainedHead(fold, view, mean, scale, kernel, bias, epochs=int(model.n_iter_.max())) for view in range(n_views)]
 
 
 def standardisation(train):

@@ -4,8 +4,8 @@ them). Each end-to-end run is made once per session and shared by every test tha
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# One BLAS thread, here and in every subprocess: with OpenBLAS's two, the logistic regressions' small products
-# (scikit-learn's lbfgs) took 6 to 40 times as long on this 2-core machine, most of a quick run's time.
+# One BLAS thread, here and in every subprocess: with OpenBLAS's two, small numpy products took 6 to 40 times as
+# long on this 2-core machine (measured when the logistic regressions were scikit-learn's, most of a run's time).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import contextlib  # noqa: E402
