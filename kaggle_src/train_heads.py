@@ -65,12 +65,12 @@ class HeadsTrainer:
 
     def __init__(self, heads, features, labels, n_classes, config):
         n_samples, n_views, n_features = features.shape
-        self.features = tf.constant(features.reshape(n_samples * n_views, n_features))  # row r, view v: r * n_views + v
+        self.features = on_device(features.reshape(n_samples * n_views, n_features))  # row r, view v: r * n_views + v
         self.labels = tf.constant(labels, tf.int32)
         self.n_views = n_views
         self.views = tf.constant([head.view for head in heads], tf.int32)
-        self.mean = tf.constant(np.stack([head.mean for head in heads]))
-        self.scale = tf.constant(np.stack([head.scale for head in heads]))
+        self.mean = on_device(np.stack([head.mean for head in heads]))
+        self.scale = on_device(np.stack([head.scale for head in heads]))
         limit = np.sqrt(6.0 / (n_features + n_classes))  # Glorot-uniform, as each head's own Dense layer would have
         initial = np.random.default_rng(config.seed).uniform(-limit, limit, (len(heads), n_features, n_classes))
         self.kernel = tf.Variable(initial.astype(np.float32), name="kernel")
@@ -152,6 +152,13 @@ def train_heads(features, labels, folds, n_classes, config):
     oof = out_of_fold(heads, features, labels, folds, n_classes)
     print_validation(heads, config.views, "epochs")
     return heads, oof
+
+
+def on_device(array):
+    """`array` as a tensor made by an op on the first GPU when there is one (else the CPU), once: a tf.constant
+    made from numpy may stay in host memory and be copied to the GPU at every step that reads it."""
+    with tf.device("/GPU:0" if tf.config.list_logical_devices("GPU") else "/CPU:0"):
+        return tf.identity(array)
 
 
 def standardisation(train):

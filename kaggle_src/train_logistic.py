@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from .config import progress
 from .ensembles import score_predictions
-from .train_heads import TrainedHead, out_of_fold, print_validation, standardisation
+from .train_heads import TrainedHead, on_device, out_of_fold, print_validation, standardisation
 
 C_LADDER = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)  # the logistic regressions' inverse L2
 # strengths that search_c may try (scikit-learn's C; its default 1)
@@ -41,7 +41,7 @@ class SoftmaxRegression:
         self.mean, self.scale = standardisation(rows)
         self.classes = np.unique(labels)  # a class absent from the fold is never predicted
         self.n_views = n_views
-        self.rows = tf.constant((rows - self.mean) * self.scale)
+        self.rows = on_device((rows - self.mean) * self.scale)
         self.targets = tf.constant(np.repeat(np.searchsorted(self.classes, labels), n_views), tf.int32)
         self.parameters = None  # (features + 1, classes present), once fitted
         self.iterations = 0  # L-BFGS iterations along the path so far
@@ -97,7 +97,7 @@ def minimise(loss_and_gradient, start, memory=10):
         if sy > 0:  # always, on a strictly convex loss, but for rounding
             history.append((s, y, tf.constant(1 / sy, tf.float64)))
             scale = sy / float(tf.reduce_sum(y * y))
-        previous, loss = float(loss), float(loss_new)
+        previous, loss = loss, float(loss_new)
         x, gradient = x_new, gradient_new
         if previous - loss <= 64 * np.finfo(float).eps * max(abs(previous), abs(loss), 1):
             return x, iteration + 1

@@ -61,6 +61,19 @@ def test_logistic_regressions_fit_every_view_and_take_the_c_that_the_other_folds
         assert 1 <= head.epochs <= LOGISTIC_MAX_ITERATIONS * len(tried)  # L-BFGS iterations along the path to its C
 
 
+def test_each_folds_regression_is_its_own_whatever_the_order_of_the_folds():
+    """A fold started from another fold's fit would start from a model that saw its validation rows (and keep
+    much of it where the loss is flat): then the order of the folds would change each fold's regression."""
+    features, labels = two_alike_views()
+    folds = make_folds(labels, make_config(n_folds=3, seed=5))
+    forward, forward_oof = train_logistic(features, labels, folds, 3, make_config())
+    backward, backward_oof = train_logistic(features, labels, folds[::-1], 3, make_config())
+    np.testing.assert_allclose(forward_oof, backward_oof, atol=1e-9)
+    for head in forward:
+        twin = next(other for other in backward if (other.fold, other.view) == (2 - head.fold, head.view))
+        np.testing.assert_allclose(head.predict(features[:, head.view]), twin.predict(features[:, head.view]), atol=1e-9)
+
+
 @pytest.mark.parametrize("lowest, expected", [
     (1.0, [0.3, 1.0, 3.0, 10.0, 30.0]),  # down from the start, until one C past the lowest
     (30.0, [10.0, 30.0, 100.0]),  # up
