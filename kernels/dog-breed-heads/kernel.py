@@ -6,8 +6,8 @@ softmax heads on the CPU, and writes the ensemble with the best out-of-fold log 
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   5a8f7e7
-    sources sha256:  76e5b4deab76ef6a4e177521fad9f6be8d4457fcd7b731daaf719316ed7816b5
+    source commit:   6befd87
+    sources sha256:  cc32abc43daf5e511cbf96d2065cc350933596c1cd86810657407e9f2a8e17ab
     build settings:  features='/kaggle/input'
     configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, standardise=True,
@@ -24,7 +24,7 @@ import linecache
 import sys
 
 BUILD_SETTINGS = {'features': '/kaggle/input'}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': '5a8f7e7', 'sources_sha256': '76e5b4deab76ef6a4e177521fad9f6be8d4457fcd7b731daaf719316ed7816b5', 'settings': {'features': '/kaggle/input'}}
+BUILD = {'commit': '6befd87', 'sources_sha256': 'cc32abc43daf5e511cbf96d2065cc350933596c1cd86810657407e9f2a8e17ab', 'settings': {'features': '/kaggle/input'}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -1177,12 +1177,12 @@ class HeadsTrainer:
 
     def __init__(self, heads, features, labels, n_classes, config):
         n_samples, n_views, n_features = features.shape
-        self.features = tf.constant(features.reshape(n_samples * n_views, n_features))  # row r, view v: r * n_views + v
+        self.features = on_device(features.reshape(n_samples * n_views, n_features))  # row r, view v: r * n_views + v
         self.labels = tf.constant(labels, tf.int32)
         self.n_views = n_views
         self.views = tf.constant([head.view for head in heads], tf.int32)
-        self.mean = tf.constant(np.stack([head.mean for head in heads]))
-        self.scale = tf.constant(np.stack([head.scale for head in heads]))
+        self.mean = on_device(np.stack([head.mean for head in heads]))
+        self.scale = on_device(np.stack([head.scale for head in heads]))
         limit = np.sqrt(6.0 / (n_features + n_classes))  # Glorot-uniform, as each head's own Dense layer would have
         initial = np.random.default_rng(config.seed).uniform(-limit, limit, (len(heads), n_features, n_classes))
         self.kernel = tf.Variable(initial.astype(np.float32), name="kernel")
@@ -1266,6 +1266,13 @@ def train_heads(features, labels, folds, n_classes, config):
     return heads, oof
 
 
+def on_device(array):
+    """`array` as a tensor made by an op on the first GPU when there is one (else the CPU), once: a tf.constant
+    made from numpy may stay in host memory and be copied to the GPU at every step that reads it."""
+    with tf.device("/GPU:0" if tf.config.list_logical_devices("GPU") else "/CPU:0"):
+        return tf.identity(array)
+
+
 def standardisation(train):
     """(mean, 1 / standard deviation) of the training rows `train` (n, d); a constant feature stays 0."""
     std = train.std(axis=0)
@@ -1317,7 +1324,7 @@ import tensorflow as tf
 
 from .config import progress
 from .ensembles import score_predictions
-from .train_heads import TrainedHead, out_of_fold, print_validation, standardisation
+from .train_heads import TrainedHead, on_device, out_of_fold, print_validation, standardisation
 
 C_LADDER = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)  # the logistic regressions' inverse L2
 # strengths that search_c may try (scikit-learn's C; its default 1)
@@ -1341,7 +1348,7 @@ class SoftmaxRegression:
         self.mean, self.scale = standardisation(rows)
         self.classes = np.unique(labels)  # a class absent from the fold is never predicted
         self.n_views = n_views
-        self.rows = tf.constant((rows - self.mean) * self.scale)
+        self.rows = on_device((rows - self.mean) * self.scale)
         self.targets = tf.constant(np.repeat(np.searchsorted(self.classes, labels), n_views), tf.int32)
         self.parameters = None  # (features + 1, classes present), once fitted
         self.iterations = 0  # L-BFGS iterations along the path so far
@@ -1397,7 +1404,7 @@ def minimise(loss_and_gradient, start, memory=10):
         if sy > 0:  # always, on a strictly convex loss, but for rounding
             history.append((s, y, tf.constant(1 / sy, tf.float64)))
             scale = sy / float(tf.reduce_sum(y * y))
-        previous, loss = float(loss), float(loss_new)
+        previous, loss = loss, float(loss_new)
         x, gradient = x_new, gradient_new
         if previous - loss <= 64 * np.finfo(float).eps * max(abs(previous), abs(loss), 1):
             return x, iteration + 1
