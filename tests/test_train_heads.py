@@ -2,10 +2,11 @@ import math
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from kaggle_src.config import make_config
 from kaggle_src.ensembles import score_predictions
-from kaggle_src.train_heads import make_folds, train_heads
+from kaggle_src.train_heads import HeadsTrainer, TrainedHead, make_folds, standardisation, train_heads
 
 
 def test_folds_are_stratified_disjoint_and_reproducible():
@@ -79,3 +80,38 @@ def test_each_head_stops_on_its_own_validation_loss():
     assert len(set(epochs[0] + epochs[1])) > 2  # each stopped at its own epoch
     assert all(config.patience + 1 <= count <= config.max_epochs for count in epochs[0] + epochs[1])
     assert score_predictions(oof[0, 0], labels, 3)["log_loss"] < score_predictions(oof[1, 1], labels, 3)["log_loss"]
+
+
+def test_each_step_is_keras_adam_on_each_heads_own_batch_and_a_stopped_head_leaves_the_others_alone():
+    """The written-out gradient and the fused Adam step of the heads trainer match Keras' Dense softmax fitted by its
+    Adam, head by head (no dropout: the random masks differ), padding rows counting for nothing. A head's weights
+    are compared as they were after its last step: once stopped, they are no longer read."""
+    import keras
+
+    rng = np.random.default_rng(5)
+    features, labels = rng.normal(1, 2, (30, 2, 8)).astype(np.float32), rng.integers(0, 3, 30)
+    heads = [TrainedHead(fold, view, *standardisation(features[:20, view]), kernel=None, bias=None)
+             for fold, view in ((0, 0), (1, 1), (2, 0))]
+    config = make_config(dropout=0.0, learning_rate=0.05)
+    trainer = HeadsTrainer(heads, features, labels, 3, config)
+    initial = trainer.kernel.numpy()
+    batches = [[np.arange(0, 10), np.arange(10, 16), np.arange(20, 30)], [np.arange(5, 15), np.arange(0, 7)]]
+    steps = [[0, 1, 2], [0, 2]]  # head 1 has stopped before the second step
+    after = {}  # head: (kernel, bias) after its last step
+    for active, batch in zip(steps, batches):
+        rows = np.zeros((len(active), 10), np.int32)
+        weights = np.zeros(rows.shape, np.float32)
+        for index, head_rows in enumerate(batch):
+            rows[index, :len(head_rows)], weights[index, :len(head_rows)] = head_rows, 1
+        trainer.step(tf.constant(active, tf.int32), tf.constant(rows), tf.constant(weights))
+        after |= {index: (trainer.kernel.numpy()[index], trainer.bias.numpy()[index]) for index in active}
+    for index, head in enumerate(heads):
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3, activation="softmax")])
+        model.set_weights([initial[index], np.zeros(3, np.float32)])
+        model.compile(keras.optimizers.Adam(config.learning_rate), "sparse_categorical_crossentropy")
+        for active, batch in zip(steps, batches):
+            if index in active:
+                head_rows = batch[active.index(index)]
+                model.train_on_batch((features[head_rows, head.view] - head.mean) * head.scale, labels[head_rows])
+        for ours, keras_weights in zip(after[index], model.get_weights()):
+            np.testing.assert_allclose(ours, keras_weights, rtol=1e-4, atol=1e-6)
