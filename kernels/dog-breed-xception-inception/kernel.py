@@ -7,8 +7,8 @@ softmax heads, and writes the ensemble with the best out-of-fold log loss to
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   00cf611
-    sources sha256:  897041e42a26fbab54edae07483ea86edadcc1af05451537e39c358a0e74f8b5
+    source commit:   3b3dca3
+    sources sha256:  1763d8ba5a2240da89c670b5e75be20e70cb6cca10c0d659df67014de4baf7fd
     build settings:  none (the defaults)
     configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, standardise=True,
@@ -25,7 +25,7 @@ import linecache
 import sys
 
 BUILD_SETTINGS = {}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': '00cf611', 'sources_sha256': '897041e42a26fbab54edae07483ea86edadcc1af05451537e39c358a0e74f8b5', 'settings': {}}
+BUILD = {'commit': '3b3dca3', 'sources_sha256': '1763d8ba5a2240da89c670b5e75be20e70cb6cca10c0d659df67014de4baf7fd', 'settings': {}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -1390,17 +1390,22 @@ def minimise(loss_and_gradient, start, memory=10):
     """Minimise a smooth convex loss from `start` by L-BFGS (Nocedal and Wright's algorithms 7.4 and 7.5) with a
     backtracking line search (sufficient decrease, halving the step). It stops as scikit-learn's lbfgs does: no
     gradient entry above LOGISTIC_TOLERANCE, a relative decrease of the loss under 64 float64 epsilons, or
-    LOGISTIC_MAX_ITERATIONS. Return (parameters, iterations)."""
+    LOGISTIC_MAX_ITERATIONS. Return (parameters, iterations).
+
+    The steps and gradient changes of the history are kept in float32: the direction needs no more, and the
+    two-loop recursion, a pass over the history per term, took as long as the loss on a small fold in float64.
+    """
     x = start
     loss, gradient = loss_and_gradient(x)
     loss = float(loss)
-    no_step = (tf.zeros_like(start), tf.zeros_like(start), tf.constant(0.0, tf.float64))  # changes no direction
+    no_step = (tf.zeros_like(start, tf.float32),) * 2 + (tf.constant(0.0),)  # changes no direction
     history = collections.deque([no_step] * memory, maxlen=memory)  # (s, y, 1 / s.y) of the last steps
     scale = None  # s.y / y.y of the last step: the initial inverse Hessian's scale
     for iteration in range(LOGISTIC_MAX_ITERATIONS):
         if float(tf.reduce_max(tf.abs(gradient))) <= LOGISTIC_TOLERANCE:
             return x, iteration
-        direction = search_direction(gradient, tuple(history), tf.constant(scale or 1.0, tf.float64))
+        direction = tf.cast(search_direction(tf.cast(gradient, tf.float32), tuple(history), tf.constant(scale or 1.0)),
+                            tf.float64)
         slope = float(tf.reduce_sum(gradient * direction))
         step = 1.0 if scale else min(1.0, 1 / float(tf.norm(gradient)))
         for _ in range(50):
@@ -1414,7 +1419,7 @@ def minimise(loss_and_gradient, start, memory=10):
         s, y = x_new - x, gradient_new - gradient
         sy = float(tf.reduce_sum(s * y))
         if sy > 0:  # always, on a strictly convex loss, but for rounding
-            history.append((s, y, tf.constant(1 / sy, tf.float64)))
+            history.append((tf.cast(s, tf.float32), tf.cast(y, tf.float32), tf.constant(1 / sy, tf.float32)))
             scale = sy / float(tf.reduce_sum(y * y))
         previous, loss = loss, float(loss_new)
         x, gradient = x_new, gradient_new
@@ -1439,14 +1444,19 @@ def search_direction(gradient, history, scale):
 
 @tf.function(reduce_retracing=True)  # one trace serves every fold, whatever its number of rows
 def loss_and_gradient_at(parameters, rows, targets, l2_strength):
-    """The objective (mean log loss + l2_strength / 2 * ||kernel||^2) and its gradient at `parameters`."""
-    with tf.GradientTape() as tape:
-        tape.watch(parameters)
-        kernel, bias = parameters[:-1], parameters[-1]
-        logits = tf.cast(rows @ tf.cast(kernel, tf.float32), tf.float64) + bias
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
-        loss = tf.reduce_mean(losses) + l2_strength / 2 * tf.reduce_sum(kernel ** 2)
-    return loss, tape.gradient(loss, parameters)
+    """The objective (mean log loss + l2_strength / 2 * ||kernel||^2) and its gradient at `parameters`.
+
+    The gradient is written out: d loss / d logits = (softmax - one-hot) / rows, and the kernel's gradient is its
+    product with the rows, taken as (d_logits^T rows)^T, which a CPU computed in 60% of the time of rows^T d_logits.
+    """
+    kernel, bias = parameters[:-1], parameters[-1]
+    logits = tf.cast(rows @ tf.cast(kernel, tf.float32), tf.float64) + bias
+    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits))
+    d_logits = (tf.nn.softmax(logits) - tf.one_hot(targets, tf.shape(logits)[-1], dtype=tf.float64)) \
+        / tf.cast(tf.shape(rows)[0], tf.float64)
+    kernel_gradient = tf.transpose(tf.matmul(tf.cast(d_logits, tf.float32), rows, transpose_a=True))
+    return loss + l2_strength / 2 * tf.reduce_sum(kernel ** 2), tf.concat(
+        [tf.cast(kernel_gradient, tf.float64) + l2_strength * kernel, tf.reduce_sum(d_logits, axis=0)[None]], 0)
 
 
 def train_logistic(features, labels, folds, n_classes, config):
