@@ -74,7 +74,7 @@ class Config:
     )
     logistic: bool = setting(
         True, "also fit logistic regressions (on the GPU when there is one), on every view, converged, their C searched from 10 "
-        "(between 0.01 and 1000) and cross-fitted: the logistic option"
+        "(between 0.01 and 1000) and cross-fitted, refitted on every row for the test: the logistic option"
     )
     ensemble: str = setting(
         "", "the ensembling option to submit instead of the one with the best out-of-fold log loss (every option "

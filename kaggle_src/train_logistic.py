@@ -47,8 +47,8 @@ class SoftmaxRegression:
         self.iterations = 0  # L-BFGS iterations along the path so far
 
     def fit(self, c):
-        """Fit at inverse L2 strength `c` from where the last fit ended (zero at first); return the L-BFGS
-        iterations it took."""
+        """Fit at inverse L2 strength `c` from where the last fit ended (zero at first, unless start_from said
+        otherwise); return the L-BFGS iterations it took."""
         start = tf.zeros((self.rows.shape[1] + 1, len(self.classes)), tf.float64) if self.parameters is None \
             else self.parameters
         l2_strength = tf.constant(1 / (c * self.rows.shape[0]), tf.float64)
@@ -56,6 +56,17 @@ class SoftmaxRegression:
             lambda parameters: loss_and_gradient_at(parameters, self.rows, self.targets, l2_strength), start)
         self.iterations += iterations
         return iterations
+
+    def start_from(self, heads):
+        """Start the next fit from the mean of other regressions' `heads` (TrainedHeads over every class, one per
+        regression; a class absent from one is left out of its mean): near this fit's optimum when those were
+        fitted on most of these rows, standardised nearly alike."""
+        kernels = np.stack([head.kernel[:, self.classes] for head in heads])
+        biases = np.stack([head.bias[self.classes] for head in heads])
+        present = np.isfinite(biases)
+        mean = np.vstack([np.where(present[:, None], kernels, 0).sum(axis=0),
+                          np.where(present, biases, 0).sum(axis=0)]) / present.sum(axis=0)
+        self.parameters = tf.constant(mean, tf.float64)
 
     def heads(self, fold, n_classes):
         """The fitted regression as one TrainedHead per view, over all `n_classes` (an absent class: bias -inf);
@@ -149,8 +160,10 @@ def train_logistic(features, labels, folds, n_classes, config):
     this fold's validation rows, and where the loss is flat a fit stops at the tolerance still near its start (on
     the benchmark's synthetic features, folds started so took no iteration and scored 0.0000 out of fold). A fold's out-of-fold
     rows come from its regression at the C with the lowest validation log loss summed over the other folds, so
-    the choice never sees the rows it is scored on. The test gets every fold's regression at the C that is best
-    over all folds.
+    the choice never sees the rows it is scored on. The test gets one regression fitted on every training row at
+    the C that is best over all folds, started from the mean of the folds' fits at that C: a fifth more rows than
+    each fold's (on the real 6-per-breed features, held out: 0.134 against 0.144 for the folds' mean), so that its
+    out-of-fold score, from the folds' regressions, errs on the side of caution. Its heads are those of fold 0.
     """
     features = np.asarray(features, np.float32)
     regressions = [SoftmaxRegression(features[train_index], labels[train_index]) for train_index, _ in folds]
@@ -176,12 +189,15 @@ def train_logistic(features, labels, folds, n_classes, config):
     cross_fitted, best = choose_by_cross_fitting(np.array([losses[c] for c in tried]).T)
     print("logistic regressions, validation log loss by C: "
           + ", ".join(f"C={c:g} {np.mean(losses[c]):.4f}" for c in tried)
-          + f"; out of fold, each fold at the best C on the others ({', '.join(f'{tried[i]:g}' for i in cross_fitted)})"
-          f"; for the test, every fold's at C={tried[best]:g}")
+          + f"; out of fold, each fold at the best C on the others ({', '.join(f'{tried[i]:g}' for i in cross_fitted)})")
     oof_heads = [head for fold, choice in enumerate(cross_fitted) for head in fitted[tried[choice]][fold]]
     oof = out_of_fold(oof_heads, features, labels, folds, n_classes)
     print_validation(oof_heads, config.views, "L-BFGS iterations")
-    return [head for fold_heads in fitted[tried[best]] for head in fold_heads], oof
+    every_row = SoftmaxRegression(features, labels)
+    every_row.start_from([fold_heads[0] for fold_heads in fitted[tried[best]]])
+    print(f"logistic regression for the test: every training row at C={tried[best]:g}, "
+          f"{every_row.fit(tried[best])} L-BFGS iterations from the folds' mean")
+    return every_row.heads(0, n_classes), oof
 
 
 def search_c(validation_loss):
