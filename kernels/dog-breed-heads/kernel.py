@@ -6,8 +6,8 @@ softmax heads on the CPU, and writes the ensemble with the best out-of-fold log 
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   d4c921e
-    sources sha256:  3c00974e46bb74b43370d2019f00060febd5b257f5d9efb7c1bc48699c8febe4
+    source commit:   24f43be
+    sources sha256:  93bbd703467d265077a6bdf51cb0c7950ecd25d88ccbf62e0deecafe4c6fc65d
     build settings:  features='/kaggle/input'
     configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, standardise=True,
@@ -24,7 +24,7 @@ import linecache
 import sys
 
 BUILD_SETTINGS = {'features': '/kaggle/input'}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': 'd4c921e', 'sources_sha256': '3c00974e46bb74b43370d2019f00060febd5b257f5d9efb7c1bc48699c8febe4', 'settings': {'features': '/kaggle/input'}}
+BUILD = {'commit': '24f43be', 'sources_sha256': '93bbd703467d265077a6bdf51cb0c7950ecd25d88ccbf62e0deecafe4c6fc65d', 'settings': {'features': '/kaggle/input'}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -1182,6 +1182,7 @@ class HeadsTrainer:
         self.labels = tf.constant(labels, tf.int32)
         self.n_views = n_views
         self.views = tf.constant([head.view for head in heads], tf.int32)
+        self.standardise = config.standardise
         self.mean = on_device(np.stack([head.mean for head in heads]))
         self.scale = on_device(np.stack([head.scale for head in heads]))
         limit = np.sqrt(6.0 / (n_features + n_classes))  # Glorot-uniform, as each head's own Dense layer would have
@@ -1204,19 +1205,21 @@ class HeadsTrainer:
         inputs' transpose times that. On a CPU the tape's gradients of the gathers took a third of the step.
         """
         x = tf.gather(self.features, rows * self.n_views + tf.gather(self.views, active)[:, None])
-        x = (x - tf.gather(self.mean, active)[:, None]) * tf.gather(self.scale, active)[:, None]
+        if self.standardise:
+            x = (x - tf.gather(self.mean, active)[:, None]) * tf.gather(self.scale, active)[:, None]
         kept_scale = 1.0
         if self.dropped_bytes:
             words = self.random.uniform_full_int(tf.concat([tf.shape(x)[:-1], [-(-x.shape[-1] // 4)]], 0), tf.uint32)
             random_bytes = tf.reshape(tf.bitcast(words, tf.uint8), tf.concat([tf.shape(x)[:-1], [-1]], 0))
             x = tf.where(random_bytes[..., :x.shape[-1]] >= self.dropped_bytes, x, 0.0)
             kept_scale = 256 / (256 - self.dropped_bytes)  # inverted dropout's scaling, moved past the linear matmul
-        logits = kept_scale * tf.einsum("abd,adc->abc", x, tf.gather(self.kernel, active)) + tf.gather(self.bias, active)[:, None]
+        every_head = tf.equal(tf.size(active), self.kernel.shape[0])
+        kernel = tf.cond(every_head, lambda: tf.identity(self.kernel), lambda: tf.gather(self.kernel, active))
+        logits = kept_scale * tf.einsum("abd,adc->abc", x, kernel) + tf.gather(self.bias, active)[:, None]
         share = weights / tf.reduce_sum(weights, axis=1, keepdims=True)
         d_logits = (tf.nn.softmax(logits) - tf.one_hot(tf.gather(self.labels, rows), logits.shape[-1])) * share[..., None]
         gradients = tf.einsum("abd,abc->adc", x, kept_scale * d_logits), tf.reduce_sum(d_logits, axis=1)
         step = self.iterations.assign_add(1.0)
-        every_head = tf.equal(tf.size(active), self.kernel.shape[0])
         for variable, (first, second), gradient in zip((self.kernel, self.bias), self.moments, gradients):
             # Once a head has stopped, its rows of the gradient are zero (its best weights are already kept).
             gradient = tf.cond(every_head, lambda gradient=gradient: gradient,
