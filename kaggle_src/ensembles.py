@@ -4,7 +4,8 @@ Each option is a fixed recipe for combining heads' predictions into one per imag
 makes an image's out-of-fold prediction (from the heads that never trained on it: one per view) and
 its test prediction (from every fold's heads), so its out-of-fold log loss measures what the test
 gets; the logistic regressions' test prediction comes from one fitted on every row, which the folds'
-score, on fewer rows, underrates. There are only a handful, so that choosing the lowest does not itself overfit the 10,222 rows.
+score, on fewer rows, underrates. There are only a handful, so that choosing the lowest does not itself
+overfit the 10,222 rows.
 
 Temperature scaling divides the log-probabilities by a temperature T fitted to minimise the log loss
 on out-of-fold predictions. It is cross-fitted: each fold's rows are scaled with the T fitted on the
