@@ -7,8 +7,8 @@ softmax heads, and writes the ensemble with the best out-of-fold log loss to
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   24f43be
-    sources sha256:  93bbd703467d265077a6bdf51cb0c7950ecd25d88ccbf62e0deecafe4c6fc65d
+    source commit:   880a6c7
+    sources sha256:  d5bd620b68d5e6d69613318c7192b6657dffe0a65705c3cfd999a7135dae0b73
     build settings:  none (the defaults)
     configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, standardise=True,
@@ -25,7 +25,7 @@ import linecache
 import sys
 
 BUILD_SETTINGS = {}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': '24f43be', 'sources_sha256': '93bbd703467d265077a6bdf51cb0c7950ecd25d88ccbf62e0deecafe4c6fc65d', 'settings': {}}
+BUILD = {'commit': '880a6c7', 'sources_sha256': 'd5bd620b68d5e6d69613318c7192b6657dffe0a65705c3cfd999a7135dae0b73', 'settings': {}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -1577,7 +1577,8 @@ Each option is a fixed recipe for combining heads' predictions into one per imag
 makes an image's out-of-fold prediction (from the heads that never trained on it: one per view) and
 its test prediction (from every fold's heads), so its out-of-fold log loss measures what the test
 gets; the logistic regressions' test prediction comes from one fitted on every row, which the folds'
-score, on fewer rows, underrates. There are only a handful, so that choosing the lowest does not itself overfit the 10,222 rows.
+score, on fewer rows, underrates. There are only a handful, so that choosing the lowest does not itself
+overfit the 10,222 rows.
 
 Temperature scaling divides the log-probabilities by a temperature T fitted to minimise the log loss
 on out-of-fold predictions. It is cross-fitted: each fold's rows are scaled with the T fitted on the
