@@ -1,4 +1,5 @@
-"""The ensembling options, each scored on the out-of-fold predictions; the run submits the best.
+"""The ensembling options, each scored on the out-of-fold predictions; the run submits the best, or one as good
+within the noise that fits less to the out-of-fold rows (within_noise_of_best).
 
 Each option is a fixed recipe for combining heads' predictions into one per image. The same recipe
 makes an image's out-of-fold prediction (from the heads that never trained on it: one per view) and
@@ -49,6 +50,7 @@ OPTIONS = (
     Option("blend", "options", False, False, False, "the options above, weighted to fit the out-of-fold rows"),
 )
 BLEND_ITERATIONS = 500  # EM steps for the blend's weights: each raises the likelihood
+NOISE_STANDARD_ERRORS = 1.0  # a lead in out-of-fold log loss within this many standard errors is noise
 
 
 @dataclass
@@ -62,6 +64,11 @@ class ScoredOption:
     accuracy: float
     temperature: float | None = None  # fitted on every out-of-fold row, applied to the test; None: not scaled
     weights: dict | None = None  # the blend's: {option: weight}, fitted on every out-of-fold row
+
+    def fitted_on_oof(self):
+        """How many values the option fits on the out-of-fold rows it is scored on: its temperature, the blend's
+        free weights; 0 for a fixed recipe."""
+        return (self.temperature is not None) + (len(self.weights) - 1 if self.weights else 0)
 
     def scores(self):
         """What metrics.json records: log loss, accuracy and, for a scaled option, its temperature; for the
@@ -78,8 +85,7 @@ def score_predictions(probabilities, labels, n_classes):
     """Multi-class log loss (as Kaggle scores it) and accuracy; for a head, an option or a submission."""
     from sklearn.metrics import accuracy_score, log_loss  # here, not above: config.py takes OPTIONS without sklearn
 
-    probabilities = np.clip(np.asarray(probabilities, np.float64), EPS, 1 - EPS)
-    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
+    probabilities = as_kaggle_scores(probabilities)
     return {
         "log_loss": float(log_loss(labels, probabilities, labels=np.arange(n_classes))),
         "accuracy": float(accuracy_score(labels, probabilities.argmax(axis=1))),
@@ -151,16 +157,43 @@ def scored_names(flips, logistic):
     ]
 
 
-def choose(scored, config):
-    """The option that `config`'s ensemble setting names; if none, the best out of fold."""
+def choose(scored, labels, config):
+    """The option that `config`'s ensemble setting names; if none, the least fitted within the noise of the best
+    (within_noise_of_best)."""
     if config.ensemble:
         return next(candidate for candidate in scored if candidate.option.name == config.ensemble)
-    return best(scored)
+    return within_noise_of_best(scored, labels)
 
 
 def best(scored):
     """The option with the lowest out-of-fold log loss; on a tie the earlier one (heads_mean before the rest)."""
     return min(scored, key=lambda candidate: candidate.log_loss)
+
+
+def within_noise_of_best(scored, labels):
+    """Of the options within NOISE_STANDARD_ERRORS standard errors of the best out of fold, the one with the fewest
+    values fitted on the out-of-fold rows (fitted_on_oof), and of those the lowest out-of-fold log loss.
+
+    The one-standard-error rule, on the per-image difference of the two options' log loss (paired: both predict
+    the same images). On a few hundred images the lowest out-of-fold score is often luck, and an option that fits
+    values to the out-of-fold rows (a temperature, the blend's weights) gains there by chance the more it fits.
+    """
+    top = best(scored)
+    within = [candidate for candidate in scored
+              if (difference := per_image_log_loss(candidate.oof, labels) - per_image_log_loss(top.oof, labels)).mean()
+              <= NOISE_STANDARD_ERRORS * difference.std() / math.sqrt(len(labels))]
+    return min(within, key=lambda candidate: (candidate.fitted_on_oof(), candidate.log_loss))
+
+
+def per_image_log_loss(probabilities, labels):
+    """Each image's log loss, -log p(true class), as Kaggle scores it: their mean is score_predictions' log loss."""
+    return -np.log(as_kaggle_scores(probabilities)[np.arange(len(labels)), labels])
+
+
+def as_kaggle_scores(probabilities):
+    """`probabilities` (n, classes) as Kaggle's metric takes them: clipped to [EPS, 1 - EPS], rows renormalised."""
+    probabilities = np.clip(np.asarray(probabilities, np.float64), EPS, 1 - EPS)
+    return probabilities / probabilities.sum(axis=1, keepdims=True)
 
 
 def combine(members, geometric):

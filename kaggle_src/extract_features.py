@@ -9,10 +9,13 @@ image crosses to the GPU once, as uint8, and the data is passed over once — wh
 On the GPU the backbones compute in float16 (T4-class tensor cores) or bfloat16 (Ampere and newer)
 while features come back as float32; with two or more GPUs (Kaggle's T4 x2) every batch is split
 across them by a MirroredStrategy. Batches are fed from the background image loader through
-tf.data, so decoding overlaps the GPU's work; the batch size is what fits a 16 GB T4 for the backbones
-and size, and an out-of-memory error halves it instead of ending the run.
+tf.data, so decoding overlaps the GPU's work; the batch size is what fits a 16 GB T4 (or, on the CPU, a
+few GB of RAM) for the backbones and size, and an out-of-memory error halves it instead of ending the
+run. Every batch has that one size, the last padded, so that a split costs one trace (with XLA, one
+compile) of the model: a new shape for the last batch cost 20 to 45 s more on a CPU.
 """
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -23,9 +26,10 @@ from .backbones import BACKBONES
 from .config import progress
 from .errors import InputError
 
-CPU_BATCH_SIZE = 64  # images per batch without a GPU
+CPU_BATCH_SIZE = 64  # images per batch without a GPU at most
 MAX_BATCH_SIZE = 256  # images per replica at most
-REPLICA_ACTIVATION_BYTES = 4 * 2**30  # a batch's activations per GPU: a quarter of a T4's 16 GB, by our estimate
+REPLICA_ACTIVATION_BYTES = 4 * 2**30  # a batch's activations per GPU (a quarter of a T4's 16 GB) or in RAM, by our
+# estimate: on the CPU, Xception alone at 576 px and 64 images a batch (21 GB estimated) was killed at 18 GB resident
 IMAGENET_BGR_MEAN = [103.939, 116.779, 123.68]  # "caffe" preprocessing
 IMAGENET_RGB_MEAN, IMAGENET_RGB_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # "torch" preprocessing
 LIVE_OUTPUTS = 4  # layer outputs alive at once in inference: input, output, a residual branch, workspace
@@ -180,26 +184,52 @@ def activation_bytes(extractor):
 
 
 def choose_batch_size(extractor, on_gpu):
-    """Images per batch: on a GPU, the largest power of two per replica whose activations fit in
-    REPLICA_ACTIVATION_BYTES (at most MAX_BATCH_SIZE), times the replicas; CPU_BATCH_SIZE without a GPU.
+    """Images per batch: the largest power of two per replica whose activations fit in REPLICA_ACTIVATION_BYTES (at
+    most MAX_BATCH_SIZE on a GPU, CPU_BATCH_SIZE without one), times the replicas; at least one.
 
     A fixed budget that fits a 16 GB T4, not a reading of free memory: TensorFlow holds GPU memory it has
     taken, so what nvidia-smi calls free depends on who ran first, not on what the batch needs.
     """
-    if not on_gpu:
-        return CPU_BATCH_SIZE
     per_replica = max(1, REPLICA_ACTIVATION_BYTES // activation_bytes(extractor))
-    per_replica = min(MAX_BATCH_SIZE, 2 ** int(np.log2(per_replica)))
+    per_replica = min(MAX_BATCH_SIZE if on_gpu else CPU_BATCH_SIZE, 2 ** int(np.log2(per_replica)))
     return per_replica * extractor.distribute_strategy.num_replicas_in_sync
+
+
+def available_memory():
+    """Bytes of RAM that the system can still give (Linux's MemAvailable), or None where it does not say."""
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+    except OSError:
+        return None
+    found = [line.split()[1] for line in meminfo.splitlines() if line.startswith("MemAvailable:")]
+    return int(found[0]) * 1024 if found else None
+
+
+def check_memory(extractor, images, batch_size, on_gpu):
+    """Stop, in one line, a split that cannot fit in RAM: its uint8 images, plus off the GPU a batch's activations,
+    against what the system has available; a run killed for memory says nothing at all."""
+    available = available_memory()
+    images_bytes = images.array.nbytes
+    batch_bytes = 0 if on_gpu else batch_size * activation_bytes(extractor)
+    if available is not None and images_bytes + batch_bytes > available:
+        raise InputError(
+            f"config image_size={images.size}: the {len(images)} {images.desc} images need about "
+            f"{(images_bytes + batch_bytes) / 2**30:.1f} GiB of RAM at this size ({images_bytes / 2**30:.1f} GiB of "
+            f"uint8 images, {batch_bytes / 2**30:.1f} GiB for a batch of {batch_size}), and {available / 2**30:.1f} "
+            f"GiB is available: lower --image-size or --extract-batch-size"
+        )
 
 
 def extract_features(extractor, images, batch_size=0):
     """Run the extractor over LoadedImages; returns (float32 (n_images, views, features), the batch size used).
 
     Batches stream in from the loader as they are decoded. `batch_size` 0 chooses it for the backbones and
-    size (see choose_batch_size); out of memory, the batch is halved and the split started again.
+    size (see choose_batch_size); never more than the split's images, so that a small split is not padded up to
+    it. Out of memory, the batch is halved and the split started again.
     """
-    batch_size = batch_size or choose_batch_size(extractor, bool(tf.config.list_physical_devices("GPU")))
+    on_gpu = bool(tf.config.list_physical_devices("GPU"))
+    batch_size = min(batch_size or choose_batch_size(extractor, on_gpu), max(1, len(images)))
+    check_memory(extractor, images, batch_size, on_gpu)
     while True:
         try:
             return _predict(extractor, images, batch_size), batch_size
@@ -221,12 +251,20 @@ class ProgressCallback(keras.callbacks.Callback):
         self.bar.update(min(self.batch_size, self.bar.total - self.bar.n))
 
 
+def padded(batches, batch_size):
+    """`batches` with the last one padded with blank images up to `batch_size`: one shape, one trace."""
+    for batch in batches:
+        if len(batch) < batch_size:
+            batch = np.concatenate([batch, np.zeros((batch_size - len(batch), *batch.shape[1:]), batch.dtype)])
+        yield batch
+
+
 def _predict(extractor, images, batch_size):
     size = extractor.input_shape[1]
     dataset = tf.data.Dataset.from_generator(
-        lambda: images.batches(batch_size),
-        output_signature=tf.TensorSpec((None, size, size, 3), tf.uint8),
+        lambda: padded(images.batches(batch_size), batch_size),
+        output_signature=tf.TensorSpec((batch_size, size, size, 3), tf.uint8),
     ).apply(tf.data.experimental.assert_cardinality(-(-len(images) // batch_size))).prefetch(2)
     with progress(len(images), f"extract {images.desc} ({batch_size} a batch)", "img") as bar:
         features = extractor.predict(dataset, verbose=0, callbacks=[ProgressCallback(bar, batch_size)])
-    return np.asarray(features, np.float32)
+    return np.asarray(features[:len(images)], np.float32)

@@ -82,7 +82,7 @@ def run(config, input_root, output_dir, build=None):
                        for name, (family_heads, family_oof) in families.items()}
     with timer("ensembles"):
         options = score_options(predictions, labels, folds)
-        chosen = choose(options, config)
+        chosen = choose(options, labels, config)
         prior = class_prior(labels, n_classes)
         for scored in options:
             scored.test[failed["test"]] = prior

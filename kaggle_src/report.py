@@ -5,14 +5,15 @@ import math
 
 import numpy as np
 
-from .ensembles import OPTIONS, best, score_predictions
+from .ensembles import NOISE_STANDARD_ERRORS, OPTIONS, best, score_predictions
 
 
 def cv_metrics(competition, failed, labels, heads, oof, options, chosen, config):
     """What the cross-validation found: out-of-fold scores per view's heads and for the submitted option (as
     `ensemble`); every option's scores; the `chosen` option, the best out of fold (the same unless the ensemble
-    setting named another) and its log loss below heads_mean's; each head's validation scores; the breed pairs
-    it confused most; the unreadable images by id (`failed`: their indices per split); and the counts.
+    setting named another or a less fitted one was within the noise of it) and its log loss below heads_mean's;
+    each head's validation scores; the breed pairs it confused most; the unreadable images by id (`failed`: their
+    indices per split); and the counts.
 
     `labels` are the readable training images' classes; `heads` and `oof` the softmax heads and their
     out-of-fold predictions (head views, views, n, classes).
@@ -26,6 +27,7 @@ def cv_metrics(competition, failed, labels, heads, oof, options, chosen, config)
         "chosen": {
             "option": chosen.option.name,
             "best_out_of_fold": best(options).option.name,
+            "set_by_ensemble": bool(config.ensemble),  # else the least fitted within the noise of the best
             "improvement_over_heads_mean": baseline.log_loss - chosen.log_loss,
         },
         "folds": [
@@ -103,7 +105,9 @@ def report_markdown(metrics):
     baseline, gain = options["heads_mean"]["log_loss"], chosen["improvement_over_heads_mean"]
     set_by = (
         "" if chosen["option"] == chosen["best_out_of_fold"]
-        else f" (set by --ensemble; the best out of fold is {chosen['best_out_of_fold']})"
+        else f" (set by --ensemble; the best out of fold is {chosen['best_out_of_fold']})" if chosen["set_by_ensemble"]
+        else f" (the least fitted option within {NOISE_STANDARD_ERRORS:g} standard error of the best out of fold, "
+             f"{chosen['best_out_of_fold']})"
     )
     lines = [
         f"# {summary_line(metrics)}",

@@ -19,17 +19,19 @@ def parse(argv):
     return config_from_arguments(parser.parse_args(argv))
 
 
-def test_defaults_are_the_seed_method():
+def test_defaults_are_the_seed_method_but_for_the_image_size_chosen_on_real_photos():
     config = Config()
     assert config.backbones == ("xception", "inception_v3")
-    assert (config.image_size, config.n_folds, config.flips, config.max_epochs) == (299, 5, True, 50)
+    assert (config.image_size, config.n_folds, config.flips, config.max_epochs) == (448, 5, True, 50)
+    assert config.input_sizes == {"xception": 448, "inception_v3": 448}  # 1.5 times their native 299
     assert config.views == ("original", "flipped")
 
 
 def test_dry_run_uses_small_images_unless_a_size_is_given():
     assert make_config(dry_run=True).image_size == DRY_RUN_IMAGE_SIZE
     assert make_config(dry_run=True, image_size=128).image_size == 128
-    assert make_config().image_size == 299
+    assert make_config().image_size == 448
+    assert make_config(backbones=("efficientnet_b0",)).image_size == 336  # 1.5 times its native 224
 
 
 def test_heads_standardise_unless_told_not_to_as_the_seeds_did_not():

@@ -4,7 +4,7 @@ import numpy as np
 
 from kaggle_src.config import make_config
 from kaggle_src.ensembles import (
-    OPTIONS, best, choose, combine, cross_fit_temperature, fit_blend_weights, fit_temperature, scale, score_options,
+    OPTIONS, ScoredOption, best, choose, combine, cross_fit_temperature, fit_blend_weights, fit_temperature, scale, score_options,
     scored_names,
 )
 from kaggle_src.train_heads import make_folds
@@ -76,9 +76,9 @@ def test_the_lowest_out_of_fold_log_loss_wins_and_brings_its_test_predictions():
     assert chosen.option.name == "logistic"
     assert chosen.log_loss == min(s.log_loss for s in scored) < scored[0].log_loss
     np.testing.assert_allclose(chosen.test, logistic[1][:, 0, 0].mean(axis=0), rtol=1e-6)
-    assert choose(scored, make_config()) is chosen  # no ensemble setting: the best
-    assert choose(scored, make_config(ensemble="heads_mean")) is scored[0]  # the ensemble setting
-    assert choose(scored, make_config(ensemble="tta")).option.name == "tta"
+    assert choose(scored, labels, make_config()) is chosen  # no ensemble setting: the best, far beyond the noise
+    assert choose(scored, labels, make_config(ensemble="heads_mean")) is scored[0]  # the ensemble setting
+    assert choose(scored, labels, make_config(ensemble="tta")).option.name == "tta"
 
 
 def test_the_names_of_the_options_scored_are_those_score_options_gives():
@@ -174,3 +174,28 @@ def test_the_blend_is_cross_fitted_and_its_test_weights_fitted_on_every_row():
     assert blend.scores()["weights"] == {other.option.name: float(w) for other, w in zip(others, weights)}
     assert math.isclose(blend.log_loss, log_loss(blend.oof, labels), rel_tol=1e-9)
     np.testing.assert_allclose(blend.oof.sum(axis=1), 1, rtol=1e-9)
+
+
+def test_a_fitted_option_is_chosen_over_a_fixed_recipe_only_when_it_wins_by_more_than_one_standard_error():
+    """The one-standard-error rule on the per-image difference: a lead within the noise goes to the option that
+    fits fewer values on the out-of-fold rows (the blend fits its weights there; logistic, a fixed recipe, none)."""
+    labels = np.random.default_rng(9).integers(0, 2, 400)
+    simple = np.full((400, 2), 0.3)
+    simple[np.arange(400), labels] = 0.7
+    options = {name: next(option for option in OPTIONS if option.name == name) for name in ("logistic", "blend")}
+
+    def scored(option, oof):
+        weights = {"logistic": 0.5, "tta": 0.5} if option == "blend" else None
+        return ScoredOption(options[option], oof, oof[:3], log_loss(oof, labels), 1.0, weights=weights)
+
+    for shift, expected in ((0.0, "logistic"), (0.01, "logistic"), (0.02, "blend")):
+        fitted = simple.copy()
+        moved = np.tile([0.1, -0.1], 200) + shift  # per image: noise of 0.1 either way, a lead of `shift`
+        fitted[np.arange(400), labels] += moved
+        fitted[np.arange(400), 1 - labels] -= moved
+        candidates = [scored("blend", fitted), scored("logistic", simple)]
+        lead = np.log(fitted[np.arange(400), labels]) - np.log(simple[np.arange(400), labels])  # per image
+        assert (lead.mean() > lead.std() / math.sqrt(400)) == (expected == "blend")  # the case is what its name says
+        assert best(candidates).option.name == "blend" or shift == 0.0
+        assert choose(candidates, labels, make_config()).option.name == expected
+        assert [candidate.fitted_on_oof() for candidate in candidates] == [1, 0]

@@ -204,10 +204,38 @@ def test_batch_size_fits_a_t4_for_the_backbones_and_size_whatever_memory_reads_f
     per_image = activation_bytes(extractor)
     # The largest layer output at 299 px is Xception's 147x147x128 float32, 4 alive at once, 2 views.
     assert per_image == 2 * 4 * 147 * 147 * 128 * 4
-    assert choose_batch_size(extractor, on_gpu=False) == CPU_BATCH_SIZE
     assert choose_batch_size(extractor, on_gpu=True) == 32  # 4 GiB / 88 MB = 48, rounded down to a power of two
+    assert choose_batch_size(extractor, on_gpu=False) == 32  # the same budget in RAM (64 images were killed at 576 px)
     small = fuse_views({"xception": build_backbone("xception", 71)}, 71, flips=False)
     assert choose_batch_size(small, on_gpu=True) == MAX_BATCH_SIZE
+    assert choose_batch_size(small, on_gpu=False) == CPU_BATCH_SIZE
+
+
+def test_every_batch_has_one_shape_the_last_padded_and_never_more_than_the_split(backbones, images, expected,
+                                                                                 tmp_path):
+    """One shape, one trace of the model (with XLA, one compile): a last batch of its own shape cost 20 to 45 s."""
+    extractor = fuse_views(backbones, SIZE)
+    predict, shapes = extractor.predict, []
+
+    def recording(dataset, **kwargs):
+        shapes.append([batch.shape[0] for batch in dataset])
+        return predict(dataset, **kwargs)
+
+    extractor.predict = recording
+    features, batch_size = extract_features(extractor, loaded(images, tmp_path), batch_size=2)
+    assert shapes == [[2, 2, 2]] and batch_size == 2  # 5 images: the last batch of 1 padded to 2
+    close_to(features, expected, 1e-4)  # and the padding's rows dropped
+    features, batch_size = extract_features(extractor, loaded(images, tmp_path), batch_size=64)
+    assert shapes[-1] == [5] and batch_size == 5  # a split smaller than the batch is not padded up to it
+    close_to(features, expected, 1e-4)
+
+
+def test_a_split_that_cannot_fit_in_memory_stops_in_one_line(backbones, images, tmp_path, monkeypatch):
+    monkeypatch.setattr("kaggle_src.extract_features.available_memory", lambda: 2**20)  # 1 MiB available
+    with pytest.raises(InputError, match=r"^config image_size=75: the 5 images images need about 0\.\d GiB of RAM "
+                                         r"at this size .*, and 0\.0 GiB is available: lower --image-size or "
+                                         r"--extract-batch-size$"):
+        extract_features(fuse_views(backbones, SIZE), loaded(images, tmp_path), batch_size=2)
 
 
 def test_extraction_starts_before_loading_ends(tmp_path, monkeypatch, images):

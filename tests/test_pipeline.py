@@ -58,10 +58,11 @@ def test_metrics_hold_the_cv_scores_counts_times_and_config(dry_run):
     assert set(metrics["oof"]) == {"original", "flipped", "ensemble"}
     assert list(metrics["options"]) == [option.name for option in OPTIONS]
     best = min(metrics["options"], key=lambda name: metrics["options"][name]["log_loss"])
-    assert metrics["chosen"]["option"] == best == metrics["chosen"]["best_out_of_fold"]
-    assert metrics["oof"]["ensemble"] == {key: metrics["options"][best][key] for key in ("log_loss", "accuracy")}
+    assert metrics["chosen"]["best_out_of_fold"] == best and not metrics["chosen"]["set_by_ensemble"]
+    submitted = metrics["chosen"]["option"]  # within the noise of the best (test_ensembles.py holds the rule)
+    assert metrics["oof"]["ensemble"] == {key: metrics["options"][submitted][key] for key in ("log_loss", "accuracy")}
     improvement = metrics["options"]["heads_mean"]["log_loss"] - metrics["oof"]["ensemble"]["log_loss"]
-    assert metrics["chosen"]["improvement_over_heads_mean"] == improvement >= 0
+    assert metrics["chosen"]["improvement_over_heads_mean"] == improvement
     assert 0 < metrics["options"]["tta_geometric_temperature"]["temperature"] < 20
     assert 1 <= len(metrics["confused"]) <= 10
     assert len(metrics["folds"]) == 10

@@ -26,7 +26,8 @@ def metrics(confused):
             "tta": {"log_loss": 0.2, "accuracy": 0.94},
             "tta_geometric_temperature": {"log_loss": 0.22, "accuracy": 0.935, "temperature": 0.8},
         },
-        "chosen": {"option": "tta", "best_out_of_fold": "tta", "improvement_over_heads_mean": 0.05},
+        "chosen": {"option": "tta", "best_out_of_fold": "tta", "set_by_ensemble": False,
+                   "improvement_over_heads_mean": 0.05},
         "confused": confused,
         "counts": {"train_images": 10222, "folds": 5},
         "chance_log_loss": 4.787,
@@ -51,10 +52,19 @@ def test_report_holds_the_table_the_winner_the_confused_pairs_and_the_times():
 
 def test_an_option_set_by_ensemble_is_reported_as_such_with_its_gain_or_loss():
     set_by_ensemble = metrics([])
-    set_by_ensemble["chosen"] = {"option": "heads_mean", "best_out_of_fold": "tta", "improvement_over_heads_mean": 0.0}
+    set_by_ensemble["chosen"] = {"option": "heads_mean", "best_out_of_fold": "tta", "set_by_ensemble": True,
+                                 "improvement_over_heads_mean": 0.0}
     assert "Submitted: **heads_mean** (set by --ensemble; the best out of fold is tta), out-of-fold log loss " \
         "0.2500, 0.0000 (0.0%) below heads_mean" in report_markdown(set_by_ensemble)
     set_by_ensemble["chosen"] = {"option": "tta_geometric_temperature", "best_out_of_fold": "tta",
-                                 "improvement_over_heads_mean": -0.03}
+                                 "set_by_ensemble": True, "improvement_over_heads_mean": -0.03}
     report = report_markdown(set_by_ensemble)
     assert "out-of-fold log loss 0.2200, 0.0300 (12.0%) above heads_mean, the seed's heads (0.2500)" in report
+
+
+def test_an_option_within_the_noise_of_the_best_is_reported_as_the_least_fitted_such():
+    within_noise = metrics([])
+    within_noise["chosen"] = {"option": "heads_mean", "best_out_of_fold": "tta", "set_by_ensemble": False,
+                              "improvement_over_heads_mean": 0.0}
+    assert "Submitted: **heads_mean** (the least fitted option within 1 standard error of the best out of fold, tta), " \
+        "out-of-fold log loss 0.2500" in report_markdown(within_noise)

@@ -23,6 +23,19 @@ def test_folds_are_stratified_disjoint_and_reproducible():
     assert any((a[1] != b[1]).any() for a, b in zip(folds, other))
 
 
+def test_a_breed_with_fewer_images_than_folds_is_one_warning_line_of_our_own(capsys):
+    import warnings
+
+    labels = np.repeat(np.arange(3), [10, 2, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn's "least populated class" warning would fail here
+        folds = make_folds(labels, make_config(n_folds=5, seed=0))
+    assert sorted(np.concatenate([val for _, val in folds])) == list(range(len(labels)))
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: training labels: 2 breed(s) with fewer images than the 5 folds (the fewest has 1); each is "
+        "validated in as many folds as it has images"]
+
+
 def separable(n_per_class=20, n_classes=3, seed=0):
     """Labels and two-view features (n, 2, 16) of well-separated classes; the second view at a tiny scale."""
     rng = np.random.default_rng(seed)
