@@ -230,6 +230,7 @@ def main(argv=None):
     parser.add_argument("--per-breed", type=int, default=0, help="at most N photos of each breed (0: all)")
     parser.add_argument("--sizes", default="299,448", help="image sizes the submission is measured at")
     parser.add_argument("--splits", type=int, default=3, help="held-out splits, each drawn with its own seed")
+    parser.add_argument("--first-split", type=int, default=0, help="the first split's seed (the others follow)")
     parser.add_argument("--held-out", type=float, default=0.3, help="part of each breed's photos held out")
     parser.add_argument("--weights", type=Path, help="Xception's no-top weights file (default: tools/real_weights.py)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "real_photos",
@@ -248,7 +249,7 @@ def main(argv=None):
           + ", ".join(f"{speed[size]:.2f} at {size}px" for size in speed), flush=True)
     splits = []
     with tempfile.TemporaryDirectory() as folder:
-        for split in range(args.splits):
+        for split in range(args.first_split, args.first_split + args.splits):
             result, chosen, counts = measure_split(photos, features, sizes, native, split, args, Path(folder))
             splits.append({"split": split, "train": counts[0], "held_out": counts[1], "chosen": chosen,
                            "scores": result})

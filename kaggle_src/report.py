@@ -11,7 +11,7 @@ from .ensembles import NOISE_STANDARD_ERRORS, OPTIONS, best, score_predictions
 def cv_metrics(competition, failed, labels, heads, oof, options, chosen, config):
     """What the cross-validation found: out-of-fold scores per view's heads and for the submitted option (as
     `ensemble`); every option's scores; the `chosen` option, the best out of fold (the same unless the ensemble
-    setting named another or a less fitted one was within the noise of it) and its log loss below heads_mean's;
+    setting named another or a preferred one was within the noise of it) and its log loss below heads_mean's;
     each head's validation scores; the breed pairs it confused most; the unreadable images by id (`failed`: their
     indices per split); and the counts.
 
@@ -27,7 +27,7 @@ def cv_metrics(competition, failed, labels, heads, oof, options, chosen, config)
         "chosen": {
             "option": chosen.option.name,
             "best_out_of_fold": best(options).option.name,
-            "set_by_ensemble": bool(config.ensemble),  # else the least fitted within the noise of the best
+            "set_by_ensemble": bool(config.ensemble),  # else the preferred one within the noise of the best
             "improvement_over_heads_mean": baseline.log_loss - chosen.log_loss,
         },
         "folds": [
@@ -106,7 +106,7 @@ def report_markdown(metrics):
     set_by = (
         "" if chosen["option"] == chosen["best_out_of_fold"]
         else f" (set by --ensemble; the best out of fold is {chosen['best_out_of_fold']})" if chosen["set_by_ensemble"]
-        else f" (the least fitted option within {NOISE_STANDARD_ERRORS:g} standard error of the best out of fold, "
+        else f" (the preferred option within {NOISE_STANDARD_ERRORS:g} standard error of the best out of fold, "
              f"{chosen['best_out_of_fold']})"
     )
     lines = [

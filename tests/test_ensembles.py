@@ -4,7 +4,7 @@ import numpy as np
 
 from kaggle_src.config import make_config
 from kaggle_src.ensembles import (
-    OPTIONS, ScoredOption, best, choose, combine, cross_fit_temperature, fit_blend_weights, fit_temperature, scale, score_options,
+    OPTIONS, PREFERENCE, ScoredOption, best, choose, combine, cross_fit_temperature, fit_blend_weights, fit_temperature, scale, score_options,
     scored_names,
 )
 from kaggle_src.train_heads import make_folds
@@ -176,17 +176,16 @@ def test_the_blend_is_cross_fitted_and_its_test_weights_fitted_on_every_row():
     np.testing.assert_allclose(blend.oof.sum(axis=1), 1, rtol=1e-9)
 
 
-def test_a_fitted_option_is_chosen_over_a_fixed_recipe_only_when_it_wins_by_more_than_one_standard_error():
-    """The one-standard-error rule on the per-image difference: a lead within the noise goes to the option that
-    fits fewer values on the out-of-fold rows (the blend fits its weights there; logistic, a fixed recipe, none)."""
+def test_another_option_is_chosen_over_a_preferred_one_only_when_it_wins_by_more_than_one_standard_error():
+    """The one-standard-error rule on the per-image difference: a lead within the noise goes to the option first in
+    PREFERENCE (logistic, a fixed recipe, before the blend, which fits its weights on the out-of-fold rows)."""
     labels = np.random.default_rng(9).integers(0, 2, 400)
     simple = np.full((400, 2), 0.3)
     simple[np.arange(400), labels] = 0.7
     options = {name: next(option for option in OPTIONS if option.name == name) for name in ("logistic", "blend")}
 
     def scored(option, oof):
-        weights = {"logistic": 0.5, "tta": 0.5} if option == "blend" else None
-        return ScoredOption(options[option], oof, oof[:3], log_loss(oof, labels), 1.0, weights=weights)
+        return ScoredOption(options[option], oof, oof[:3], log_loss(oof, labels), 1.0)
 
     for shift, expected in ((0.0, "logistic"), (0.01, "logistic"), (0.02, "blend")):
         fitted = simple.copy()
@@ -198,4 +197,5 @@ def test_a_fitted_option_is_chosen_over_a_fixed_recipe_only_when_it_wins_by_more
         assert (lead.mean() > lead.std() / math.sqrt(400)) == (expected == "blend")  # the case is what its name says
         assert best(candidates).option.name == "blend" or shift == 0.0
         assert choose(candidates, labels, make_config()).option.name == expected
-        assert [candidate.fitted_on_oof() for candidate in candidates] == [1, 0]
+    assert PREFERENCE.index("logistic") < PREFERENCE.index("blend") and sorted(PREFERENCE) == sorted(
+        option.name for option in OPTIONS)

@@ -62,9 +62,9 @@ def test_an_option_set_by_ensemble_is_reported_as_such_with_its_gain_or_loss():
     assert "out-of-fold log loss 0.2200, 0.0300 (12.0%) above heads_mean, the seed's heads (0.2500)" in report
 
 
-def test_an_option_within_the_noise_of_the_best_is_reported_as_the_least_fitted_such():
+def test_an_option_within_the_noise_of_the_best_is_reported_as_the_preferred_such():
     within_noise = metrics([])
     within_noise["chosen"] = {"option": "heads_mean", "best_out_of_fold": "tta", "set_by_ensemble": False,
                               "improvement_over_heads_mean": 0.0}
-    assert "Submitted: **heads_mean** (the least fitted option within 1 standard error of the best out of fold, tta), " \
+    assert "Submitted: **heads_mean** (the preferred option within 1 standard error of the best out of fold, tta), " \
         "out-of-fold log loss 0.2500" in report_markdown(within_noise)
