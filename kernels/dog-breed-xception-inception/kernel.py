@@ -7,7 +7,7 @@ softmax heads, and writes the ensemble with the best out-of-fold log loss to
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   880a6c7
+    source commit:   5171745
     sources sha256:  d5bd620b68d5e6d69613318c7192b6657dffe0a65705c3cfd999a7135dae0b73
     build settings:  none (the defaults)
     configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
@@ -25,7 +25,7 @@ import linecache
 import sys
 
 BUILD_SETTINGS = {}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': '880a6c7', 'sources_sha256': 'd5bd620b68d5e6d69613318c7192b6657dffe0a65705c3cfd999a7135dae0b73', 'settings': {}}
+BUILD = {'commit': '5171745', 'sources_sha256': 'd5bd620b68d5e6d69613318c7192b6657dffe0a65705c3cfd999a7135dae0b73', 'settings': {}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
