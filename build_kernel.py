@@ -2,7 +2,8 @@
 
     python build_kernel.py                          # writes kernels/dog-breed-xception-inception/ and dog-breed-heads/
     python build_kernel.py --set image_size=331     # a leaderboard experiment is a build setting
-    python build_kernel.py --push                   # build under the signed-in user, then push (leaderboard.py)
+
+It builds and nothing else: leaderboard.py builds through it, then pushes.
 
 The kernel keeps kaggle_src's modules as real modules: each module's source sits in the file as a
 string and a small importer registers it under its own name, so module semantics hold and
@@ -31,7 +32,6 @@ READING_ORDER = ["__init__", "errors", "config", "backbones", "find_inputs", "lo
                  "feature_cache", "train_heads", "train_logistic", "predict", "ensembles", "write_outputs", "report",
                  "pipeline"]
 ALLOWED_IMPORTS = {"keras", "tensorflow", "numpy", "pandas", "cv2", "joblib", "tqdm", "sklearn"}
-
 
 
 @dataclass(frozen=True)
@@ -257,22 +257,12 @@ def main(argv=None):
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="a Config value baked into the kernel (repeatable), e.g. --set image_size=331")
     parser.add_argument("--user", help="the kernels' owner in kernel-metadata.json (default: USER, a placeholder; "
-                                       "--push fills in the user the kaggle CLI is signed in as)")
+                                       "leaderboard.py --push fills in the user the kaggle CLI is signed in as)")
     parser.add_argument("--public", action="store_true", help="make the kernel public (default: private)")
     parser.add_argument("--out", type=Path, default=REPO / "kernels", help="where the kernel folders go (default: kernels)")
-    parser.add_argument("--push", action="store_true", help="build, then push through the leaderboard loop (leaderboard.py)")
-    parser.add_argument("--kernel", choices=sorted(KERNELS), default="full", help="the kernel --push sends (default: full)")
-    parser.add_argument("--experiments", type=Path, help="with --push: the experiments log (default: experiments.csv)")
     args = parser.parse_args(argv)
     try:
-        settings = parse_settings(args.settings)
-        if args.push:  # the loop builds under the signed-in user, then pushes
-            import leaderboard
-
-            leaderboard.push(args.kernel, settings, args.user, args.public, args.out,
-                             args.experiments or leaderboard.EXPERIMENTS_LOG)
-            return 0
-        for folder in build(settings, args.user, args.public, args.out).values():
+        for folder in build(parse_settings(args.settings), args.user, args.public, args.out).values():
             print(f"built {folder}/kernel.py ({(folder / 'kernel.py').stat().st_size:,} bytes), source commit {source_commit()}")
     except (InputError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

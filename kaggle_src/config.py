@@ -2,11 +2,8 @@
 import argparse
 import dataclasses
 import difflib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-from tqdm import tqdm
 
 from .backbones import BACKBONES, KERAS_PRETRAINED
 from .ensembles import OPTIONS, scored_names
@@ -18,14 +15,6 @@ IMAGE_SCALE = 1.5  # the default image size over the backbones' largest native s
 # ImageNet features of the dogs seen larger gave a lower held-out log loss (benchmarks/README.md, quality on real photos)
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 XLA_MODES = ("auto", "on", "off")
-PROGRESS_SECONDS = 10  # a progress bar's refresh in a log that is no terminal
-
-
-def progress(total, desc, unit):
-    """A progress bar on stderr with a rate and an ETA. In a log that is no terminal (Kaggle's), a line every
-    PROGRESS_SECONDS at most, so that a long stage does not flood it; close it before printing anything else."""
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
-                mininterval=2 if sys.stderr.isatty() else PROGRESS_SECONDS)
 
 
 def setting(default, meaning, metavar=None, shown_default=None):

@@ -23,8 +23,7 @@ import tensorflow as tf
 from keras import ops
 
 from .backbones import BACKBONES
-from .config import progress
-from .errors import InputError
+from .errors import InputError, progress
 
 CPU_BATCH_SIZE = 64  # images per batch without a GPU at most
 MAX_BATCH_SIZE = 256  # images per replica at most

@@ -30,10 +30,7 @@ MAX_NAMED = 20  # unreadable images named one line each, per split; the rest in 
 
 def run(config, input_root, output_dir, build=None):
     """Run the pipeline with `config`; write submission.csv, the predictions to blend with, metrics.json and
-    report.md to `output_dir`; return the metrics.
-
-    `build`, when the run is a built kernel, says what it was built from; metrics.json keeps it.
-    """
+    report.md to `output_dir`; return the metrics. `build`, in a built kernel, says what it was built from."""
     timer = StageTimer()
     # 1. Find the inputs: every check that can fail fast runs before any heavy work.
     with timer("find_inputs"):
@@ -43,8 +40,7 @@ def run(config, input_root, output_dir, build=None):
             competition = competition.first(config.smoke)
         output_dir = prepare_output_dir(output_dir)
         saved = find_saved_features(competition, config)
-    # TensorFlow is imported only now that every check has passed, so that a stop above takes a second and
-    # its one line stands alone: from TensorFlow 2.19, import logs ignore TF_CPP_MIN_LOG_LEVEL.
+    # TensorFlow only now that every check has passed, so that a stop takes a second and its line stands alone.
     import_quietly("tensorflow")
     from .extract_features import check_accelerator, describe_runtime
     from .train_heads import make_folds, train_heads
@@ -52,11 +48,9 @@ def run(config, input_root, output_dir, build=None):
 
     on_cpu = saved is None and check_accelerator(config, on_kaggle())
     n_classes = len(competition.classes)
-    print(
-        f"{competition_dir}: {len(competition.train_ids)} train, {len(competition.test_ids)} test images, "
-        f"{n_classes} classes; backbones {', '.join(config.backbones)} at {config.image_size}px"
-        + (" (dry run: random-init weights)" if config.dry_run else "")
-    )
+    print(f"{competition_dir}: {len(competition.train_ids)} train, {len(competition.test_ids)} test images, "
+          f"{n_classes} classes; backbones {', '.join(config.backbones)} at {config.image_size}px"
+          + (" (dry run: random-init weights)" if config.dry_run else ""))
 
     # 2-3. The features of every image: extracted (and saved), or in a heads-only run read as saved.
     features, failed, extraction = features_for(competition, weights, saved, on_cpu, output_dir, build, config, timer)
@@ -83,9 +77,8 @@ def run(config, input_root, output_dir, build=None):
     with timer("ensembles"):
         options = score_options(predictions, labels, folds)
         chosen = choose(options, labels, config)
-        prior = class_prior(labels, n_classes)
         for scored in options:
-            scored.test[failed["test"]] = prior
+            scored.test[failed["test"]] = class_prior(labels, n_classes)
 
     # 6. Write the predictions, then the metrics and the report.
     with timer("write"):

@@ -22,9 +22,8 @@ import tensorflow as tf
 from keras import ops
 from sklearn.model_selection import StratifiedKFold
 
-from .config import progress
 from .ensembles import score_predictions
-from .errors import warn
+from .errors import progress, warn
 
 
 @dataclass

@@ -15,8 +15,8 @@ import collections
 import numpy as np
 import tensorflow as tf
 
-from .config import progress
 from .ensembles import score_predictions
+from .errors import progress
 from .train_heads import TrainedHead, on_device, out_of_fold, print_validation, standardisation
 
 C_LADDER = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)  # the logistic regressions' inverse L2

@@ -1,12 +1,17 @@
-"""Shared fixtures and helpers: the committed stub and its one end-to-end dry run, a small generated variant and
-its one quick run, and images damaged or oddly encoded in every way the pipeline must survive (and one run over
-them). Each end-to-end run is made once per session and shared by every test that reads it."""
+"""Shared fixtures and helpers: a small generated stub and its one quick run, and images damaged or oddly encoded in
+every way the pipeline must survive (and one run over them). Each end-to-end run is made once per session (per
+pytest-xdist worker that needs it) and shared by every test that reads it."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # One BLAS thread, here and in every subprocess: with OpenBLAS's two, small numpy products took 6 to 40 times as
 # long on this 2-core machine (measured when the logistic regressions were scikit-learn's, most of a run's time).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# pytest.ini runs the tests in pytest-xdist's workers, a process per core: one TensorFlow thread each, or every
+# worker's threads contend for every core.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 import contextlib  # noqa: E402
 import io  # noqa: E402
@@ -24,7 +29,7 @@ from make_stub import COMPETITION, make_stub  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 INPUT_STUB = REPO / "input_stub"
 # A dry run of a few seconds on small_stub: one small backbone at a small size, few epochs. The default pair runs end
-# to end in dry_run (the package) and in the kernel on the oldest supported versions (test_build_kernel.py).
+# to end in test_dry_run.py (the package) and in the kernel on the oldest supported versions (test_build_kernel.py).
 QUICK = ["--dry-run", "--backbones", "mobilenet_v2", "--image-size", "75", "--max-epochs", "5"]
 
 
@@ -151,16 +156,6 @@ def quick_run(small_stub, tmp_path_factory):
 
     output_dir = tmp_path_factory.mktemp("quick_run")
     assert main(["--input-root", str(small_stub), "--output-dir", str(output_dir), *QUICK]) == 0
-    return output_dir
-
-
-@pytest.fixture(scope="session")
-def dry_run(tmp_path_factory):
-    """The committed input_stub through `python -m kaggle_src --dry-run`'s entry, once per session."""
-    from kaggle_src.pipeline import main
-
-    output_dir = tmp_path_factory.mktemp("dry_run")
-    assert main(["--input-root", str(INPUT_STUB), "--output-dir", str(output_dir), "--dry-run"]) == 0
     return output_dir
 
 

@@ -6,7 +6,6 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -122,8 +121,33 @@ def test_a_build_owns_the_kernel_by_flag_or_placeholder_and_only_pushes_sign_in(
     assert json.loads((tmp_path / "plain" / SLUG / "kernel-metadata.json").read_text())["id"] == f"USER/{SLUG}"
     assert main(["--out", str(tmp_path / "mine"), "--user", "me"]) == 0
     assert json.loads((tmp_path / "mine" / SLUG / "kernel-metadata.json").read_text())["id"] == f"me/{SLUG}"
-    with pytest.raises(SystemExit):  # the loop's other steps live in leaderboard.py
-        main(["--out", str(tmp_path), "--status"])
+    for step in ("--push", "--status"):  # the loop, pushing included, is leaderboard.py's
+        with pytest.raises(SystemExit):
+            main(["--out", str(tmp_path), step])
+
+
+def test_no_two_modules_import_each_other():
+    """Each import, at the top or inside a function, of one of the repo's modules by another: no module reaches
+    itself through them (leaderboard.py builds through build_kernel.py, never the other way round)."""
+    paths = [*REPO.glob("*.py"), *REPO.glob("kaggle_src/*.py"), *REPO.glob("tools/*.py"), *REPO.glob("benchmarks/*.py")]
+    names = {".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): path for path in paths}
+    imports = {}
+    for name, path in names.items():
+        package = name if path.stem == "__init__" else name.rpartition(".")[0]
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                module = ".".join(filter(None, [package if node.level else "", node.module or ""]))
+                imported |= {module, *(f"{module}.{alias.name}" for alias in node.names)}
+        imports[name] = (imported & set(names)) - {name}
+    for name in names:
+        reached, frontier = set(), set(imports[name])
+        while frontier:
+            reached |= frontier
+            frontier = set().union(*(imports[module] for module in frontier)) - reached
+        assert name not in reached, f"{name} imports itself through {sorted(reached)}"
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

@@ -75,14 +75,6 @@ def test_push_sends_the_built_kernel_offline_on_gpu(api, tmp_path, capsys):
     )
 
 
-def test_build_kernel_push_still_builds_then_pushes_through_the_loop(api, tmp_path):
-    arguments = ["--push", "--set", "dropout=0.3", "--out", str(tmp_path / "kernels"),
-                 "--experiments", str(tmp_path / "experiments.csv")]
-    assert build_kernel.main(arguments) == 0
-    assert "BUILD_SETTINGS = {'dropout': 0.3}" in api.pushed["text"]
-    assert log_rows(tmp_path)[0]["action"] == "push"
-
-
 def test_a_push_kaggle_refuses_with_exit_0_fails_with_its_message_and_logs_nothing(api, tmp_path, capsys):
     api.push_error = "Notebook not found or not owned by you"
     assert loop(tmp_path, "--push") == 2

@@ -1,10 +1,6 @@
-"""End to end: the dry run on input_stub, determinism, one-line errors from the command line, and damaged inputs."""
-import contextlib
-import io
+"""End to end on a small stub: the options submitted, determinism, one-line errors from the command line, and
+TensorFlow kept out of the log. (The README's dry run: test_dry_run.py; damaged inputs: test_damaged_inputs.py.)"""
 import json
-import math
-import os
-import random
 import shutil
 import subprocess
 import sys
@@ -16,109 +12,10 @@ import pytest
 
 from kaggle_src import load_images, pipeline
 from kaggle_src.backbones import BACKBONES
-from kaggle_src.config import InputError, make_config
 from kaggle_src.ensembles import OPTIONS
-from kaggle_src.find_inputs import read_competition
-from kaggle_src.pipeline import MAX_NAMED, main, warn_unreadable
-from kaggle_src.predict import class_prior
-from make_stub import COMPETITION, TEST_ANSWERS
-from tests.conftest import INPUT_STUB, ODD, QUICK, REPO, UNREADABLE, damage, readme_table, warnings_in
-
-SAMPLE = INPUT_STUB / "dog-breed-identification" / "sample_submission.csv"
-
-
-def test_submission_matches_sample_submission_exactly(dry_run):
-    submission = pd.read_csv(dry_run / "submission.csv")
-    sample = pd.read_csv(SAMPLE)
-    assert list(submission.columns) == list(sample.columns)
-    assert submission["id"].tolist() == sample["id"].tolist()
-    values = submission.iloc[:, 1:].to_numpy()
-    assert np.isfinite(values).all() and (values >= 0).all()
-    np.testing.assert_allclose(values.sum(axis=1), 1, atol=1e-5)
-
-
-def test_test_rows_carry_their_own_images_predictions(dry_run):
-    """Scored against the stub's hidden test breeds: a shuffled id or column would be near chance."""
-    submission = pd.read_csv(dry_run / "submission.csv").set_index("id")
-    answers = pd.read_csv(INPUT_STUB / TEST_ANSWERS).set_index("id").loc[submission.index, "breed"]
-    rows = np.arange(len(submission))
-    columns = submission.columns.get_indexer(answers)
-    test_log_loss = -np.log(submission.to_numpy()[rows, columns]).mean()
-    assert test_log_loss < 0.25 * math.log(120)
-    assert (submission.to_numpy().argmax(axis=1) == columns).mean() > 0.8
-
-
-def test_metrics_hold_the_cv_scores_counts_times_and_config(dry_run):
-    metrics = json.loads((dry_run / "metrics.json").read_text())
-    chosen = metrics["options"][metrics["chosen"]["option"]]
-    assert list(metrics)[0] == "summary" and metrics["summary"] == (
-        f"submitted {metrics['chosen']['option']}: out-of-fold log loss {chosen['log_loss']:.4f}, "
-        f"accuracy {chosen['accuracy']:.3f}; {metrics['seconds']['total']:.0f} s"
-    )
-    assert set(metrics["oof"]) == {"original", "flipped", "ensemble"}
-    assert list(metrics["options"]) == [option.name for option in OPTIONS]
-    best = min(metrics["options"], key=lambda name: metrics["options"][name]["log_loss"])
-    assert metrics["chosen"]["best_out_of_fold"] == best and not metrics["chosen"]["set_by_ensemble"]
-    submitted = metrics["chosen"]["option"]  # within the noise of the best (test_ensembles.py holds the rule)
-    assert metrics["oof"]["ensemble"] == {key: metrics["options"][submitted][key] for key in ("log_loss", "accuracy")}
-    improvement = metrics["options"]["heads_mean"]["log_loss"] - metrics["oof"]["ensemble"]["log_loss"]
-    assert metrics["chosen"]["improvement_over_heads_mean"] == improvement
-    assert 0 < metrics["options"]["tta_geometric_temperature"]["temperature"] < 20
-    assert 1 <= len(metrics["confused"]) <= 10
-    assert len(metrics["folds"]) == 10
-    assert {(row["fold"], row["view"]) for row in metrics["folds"]} == {
-        (fold, view) for fold in range(5) for view in ("original", "flipped")
-    }
-    assert metrics["counts"] == {
-        "train_images": 720, "test_images": 120, "classes": 120, "folds": 5, "views": 2, "heads": 10, "features": 4096,
-    }
-    assert set(metrics["seconds"]) == {
-        "find_inputs", "load_images", "extract_features", "save_features", "train_heads", "train_logistic", "predict",
-        "ensembles", "write", "total",
-    }
-    assert metrics["config"]["dry_run"] is True and metrics["config"]["image_size"] == 96
-    assert metrics["chance_log_loss"] == math.log(120)
-    # Far below chance: ids, labels and features stayed aligned through folds and views.
-    assert metrics["oof"]["ensemble"]["log_loss"] < 0.25 * math.log(120)
-    for row in metrics["folds"]:
-        assert row["log_loss"] < 0.5 * math.log(120) and 1 <= row["epochs"] <= 50
-
-
-def test_report_holds_the_cv_table_the_winner_and_the_confused_pairs(dry_run):
-    metrics = json.loads((dry_run / "metrics.json").read_text())
-    report = (dry_run / "report.md").read_text()
-    assert report.splitlines()[0] == f"# {metrics['summary']}"
-    for name, scores in metrics["options"].items():
-        shown = f"**{name}** (submitted)" if name == metrics["chosen"]["option"] else name
-        assert f"| {shown} |" in report and f"| {scores['log_loss']:.4f} | {scores['accuracy']:.4f} |" in report
-    assert f"Submitted: **{metrics['chosen']['option']}**" in report
-    for pair in metrics["confused"]:
-        assert f"| {' / '.join(pair['breeds'])} | {pair['count']} |" in report
-    assert "| extract_features |" in report and "| train_logistic |" in report
-
-
-def readme_dry_run_results():
-    """benchmarks/README.md's "Dry-run results" table: ({option: (out-of-fold log loss, accuracy)}, the submitted
-    option)."""
-    rows = readme_table("Dry-run results", "`", REPO / "benchmarks" / "README.md")
-    scores = {option.split("`")[1]: (float(loss), float(accuracy)) for option, loss, accuracy in rows}
-    [submitted] = [option.split("`")[1] for option, _, _ in rows if "(submitted" in option]
-    return scores, submitted
-
-
-def test_the_dry_run_scores_what_the_readme_reports(dry_run):
-    """The dry-run table of benchmarks/README.md (the README's page of measurements) is this run's (a run is
-    deterministic on a CPU, up to the BLAS and TensorFlow builds): the same options and submitted one, each log loss
-    within 10% and accuracy within 0.005. A change to the method that moves the scores fails here until the table
-    shows the new ones."""
-    metrics = json.loads((dry_run / "metrics.json").read_text())
-    scores, submitted = readme_dry_run_results()
-    assert list(scores) == list(metrics["options"]) and metrics["chosen"]["option"] == submitted
-    for name, (log_loss, accuracy) in scores.items():
-        ours = metrics["options"][name]
-        assert math.isclose(ours["log_loss"], log_loss, rel_tol=0.1), (name, ours)
-        assert abs(ours["accuracy"] - accuracy) <= 0.005, (name, ours)
-
+from kaggle_src.pipeline import main
+from make_stub import COMPETITION
+from tests.conftest import INPUT_STUB, QUICK, REPO
 
 def test_the_option_set_by_ensemble_is_submitted_and_every_option_still_scored(
     small_stub, quick_run, tmp_path, monkeypatch
@@ -151,7 +48,8 @@ def test_without_flips_or_logistic_regressions_their_options_are_left_out(small_
 
 
 def test_same_seed_same_submission_and_unknown_arguments_are_ignored(small_stub, quick_run, tmp_path, capsys):
-    """A second run of quick_run's settings, with arguments Kaggle may pass, gives its submission; another seed not."""
+    """A second run of quick_run's settings, with arguments Kaggle may pass, gives its submission; another seed (its
+    folds and heads, on quick_run's features) not."""
     quick = [*QUICK, "--input-root", str(small_stub)]
     assert main([*quick, "--output-dir", str(tmp_path / "a"), "-f", "/tmp/kernel.json", "--no-flip"]) == 0
     assert capsys.readouterr().err.splitlines()[:2] == [
@@ -159,7 +57,7 @@ def test_same_seed_same_submission_and_unknown_arguments_are_ignored(small_stub,
         "warning: argument --no-flip: unknown (did you mean --no-flips?); ignored",
     ]
     assert (tmp_path / "a" / "submission.csv").read_bytes() == (quick_run / "submission.csv").read_bytes()
-    assert main([*quick, "--output-dir", str(tmp_path / "c"), "--seed", "7"]) == 0
+    assert main([*quick, "--output-dir", str(tmp_path / "c"), "--seed", "7", "--features", str(quick_run)]) == 0
     assert (tmp_path / "a" / "submission.csv").read_bytes() != (tmp_path / "c" / "submission.csv").read_bytes()
 
 
@@ -277,166 +175,6 @@ def test_a_stop_comes_before_tensorflow_is_imported(tmp_path):
     assert (result.returncode, result.stdout.splitlines()[-1:]) == (2, ["imported: []"])
     assert result.stderr.startswith("error: weights file xception_weights_tf_dim_ordering_tf_kernels_notop.h5")
     assert result.stderr.count("\n") == 1
-
-
-def expected_warning(root, split, image_id):
-    consequence = "left out of training" if split == "train" else "its row gets the training class prior"
-    path = root / COMPETITION / split / f"{image_id}.jpg"
-    return f"warning: {split} id {image_id}: {path} is missing, empty or not decodable; {consequence}"
-
-
-def test_unreadable_images_past_the_cap_are_counted_and_too_few_readable_to_train_stops(small_stub, capsys):
-    competition = read_competition(small_stub / COMPETITION)
-    warn_unreadable(competition, "test", list(range(MAX_NAMED + 3)), make_config(n_folds=5))
-    named = [expected_warning(small_stub, "test", image_id) for image_id in competition.test_ids[:MAX_NAMED]]
-    counted = "warning: 3 more unreadable test images; metrics.json lists them all"
-    assert capsys.readouterr().err.splitlines() == [*named, counted]
-    labels = competition.train_labels
-    beyond_four_per_breed = [index for index in range(len(labels)) if (labels[:index] == labels[index]).sum() >= 4]
-    with pytest.raises(InputError) as error:
-        warn_unreadable(competition, "train", beyond_four_per_breed, make_config(n_folds=5))
-    assert str(error.value) == (
-        f"{small_stub / COMPETITION / 'train'}: 40 of 60 images readable; 5-fold CV needs at least 5 of one breed"
-    )
-    warn_unreadable(competition, "train", beyond_four_per_breed, make_config(n_folds=4))  # 4 of each breed: enough for 4 folds
-
-
-def read_run(root, output_dir):
-    """(sample_submission.csv, labels.csv, submission.csv, metrics.json) of a run, the CSVs' ids stripped."""
-    competition = root / COMPETITION
-    sample, labels = (
-        pd.read_csv(competition / name, dtype=str, encoding="utf-8-sig").assign(id=lambda t: t["id"].str.strip())
-        for name in ("sample_submission.csv", "labels.csv")
-    )
-    submission = pd.read_csv(output_dir / "submission.csv")
-    return sample, labels.drop_duplicates("id"), submission, json.loads((output_dir / "metrics.json").read_text())
-
-
-def assert_every_row_is_there(sample, submission):
-    assert list(submission.columns) == list(sample.columns)
-    assert submission["id"].tolist() == sample["id"].tolist()
-    values = submission.iloc[:, 1:].to_numpy()
-    assert np.isfinite(values).all() and (values >= 0).all()
-    np.testing.assert_allclose(values.sum(axis=1), 1, atol=1e-5)
-
-
-def prior_of(labels, unreadable_train, classes):
-    """The class prior of the readable training images, from labels.csv."""
-    readable = labels[~labels["id"].isin(unreadable_train)]
-    return class_prior(readable["breed"].map(classes.index).to_numpy(), len(classes))
-
-
-def test_unreadable_test_images_keep_their_rows_with_the_class_prior(damaged_stub, damaged_run):
-    root, damaged = damaged_stub
-    assert damaged_run.code == 0, damaged_run.stderr[-3000:]
-    sample, labels, submission, metrics = read_run(root, damaged_run.output_dir)
-    assert_every_row_is_there(sample, submission)
-    unreadable = [image_id for image_id in sample["id"] if damaged.get(image_id) in UNREADABLE]
-    assert len(unreadable) == len(UNREADABLE) and metrics["unreadable"]["test"] == unreadable
-    for image_id in unreadable:
-        assert expected_warning(root, "test", image_id) in warnings_in(damaged_run.stderr)
-    prior = prior_of(labels, metrics["unreadable"]["train"], list(sample.columns[1:]))
-    rows = submission.set_index("id").loc[unreadable].to_numpy()
-    np.testing.assert_allclose(rows, np.tile(prior, (len(unreadable), 1)), rtol=1e-6)
-    assert not np.allclose(submission.set_index("id").drop(unreadable).to_numpy(), prior, atol=1e-3)
-
-
-def test_unreadable_training_images_are_left_out_with_a_warning(damaged_stub, damaged_run):
-    root, damaged = damaged_stub
-    sample, labels, submission, metrics = read_run(root, damaged_run.output_dir)
-    unreadable = [image_id for image_id in labels["id"] if damaged.get(image_id) in UNREADABLE]
-    assert len(unreadable) == len(UNREADABLE) and metrics["unreadable"]["train"] == unreadable
-    assert [expected_warning(root, "train", image_id) for image_id in unreadable] == [
-        line for line in warnings_in(damaged_run.stderr) if line.startswith("warning: train id")
-    ]
-    classes = list(sample.columns[1:])
-    readable = labels[~labels["id"].isin(unreadable)]
-    assert damaged_run.trained_labels.tolist() == readable["breed"].map(classes.index).tolist()
-
-
-def test_out_of_fold_and_every_options_test_predictions_are_written_for_blending(damaged_stub, damaged_run):
-    root, _ = damaged_stub
-    sample, labels, submission, metrics = read_run(root, damaged_run.output_dir)
-    folder = damaged_run.output_dir / "test_predictions"
-    assert sorted(path.name for path in folder.iterdir()) == sorted(f"{name}.csv" for name in metrics["options"])
-    chosen = metrics["chosen"]["option"]
-    assert (folder / f"{chosen}.csv").read_bytes() == (damaged_run.output_dir / "submission.csv").read_bytes()
-    unreadable = metrics["unreadable"]["test"]
-    for name in metrics["options"]:
-        predictions = pd.read_csv(folder / f"{name}.csv")
-        assert_every_row_is_there(sample, predictions)
-        np.testing.assert_array_equal(  # the class prior, as in the submission
-            predictions.set_index("id").loc[unreadable], submission.set_index("id").loc[unreadable]
-        )
-    oof = pd.read_csv(damaged_run.output_dir / "oof_predictions.csv")
-    readable = labels[~labels["id"].isin(metrics["unreadable"]["train"])]
-    assert list(oof.columns) == ["id", "breed", *sample.columns[1:]]
-    assert oof["id"].tolist() == readable["id"].tolist() and oof["breed"].tolist() == readable["breed"].tolist()
-    probabilities = oof.iloc[:, 2:].to_numpy()
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
-    true_breed = oof.columns[2:].get_indexer(oof["breed"])
-    oof_log_loss = -np.log(probabilities[np.arange(len(oof)), true_breed]).mean()
-    assert math.isclose(oof_log_loss, metrics["oof"]["ensemble"]["log_loss"], rel_tol=1e-4)
-
-
-def test_odd_but_valid_images_are_used_without_a_warning(damaged_stub, damaged_run):
-    root, damaged = damaged_stub
-    metrics = json.loads((damaged_run.output_dir / "metrics.json").read_text())
-    odd = [image_id for image_id, kind in damaged.items() if kind in ODD]
-    assert len(odd) == len(ODD) + 10 - len(UNREADABLE)  # every odd kind in the test split, six in the training split
-    assert not set(odd) & {*metrics["unreadable"]["train"], *metrics["unreadable"]["test"]}
-    assert not [line for line in warnings_in(damaged_run.stderr) if any(image_id in line for image_id in odd)]
-
-
-def test_csvs_with_a_bom_crlf_and_spaced_ids_and_a_repeated_label_still_run(damaged_stub, damaged_run):
-    root, _ = damaged_stub
-    sample, labels, submission, metrics = read_run(root, damaged_run.output_dir)
-    assert submission["id"].tolist() == sample["id"].tolist()  # stripped, as Kaggle lists them
-    repeated = pd.read_csv(root / COMPETITION / "labels.csv", dtype=str, encoding="utf-8-sig")["id"].iloc[-1].strip()
-    assert (
-        f"warning: {root / COMPETITION / 'labels.csv'}: id {repeated!r} listed more than once with the same breed; "
-        "counted once"
-    ) in warnings_in(damaged_run.stderr)
-    assert metrics["counts"]["train_images"] == len(labels)
-
-
-def test_randomly_damaged_images_never_cost_a_test_row(small_stub, tmp_path):
-    """Damages 12 images drawn at random from both splits; rerun a failure with DAMAGE_SEED=<its seed>."""
-    seed = int(os.environ.get("DAMAGE_SEED", random.randrange(2**32)))
-    rng = random.Random(seed)
-    root = tmp_path / "input"
-    shutil.copytree(small_stub, root)
-    images = sorted((root / COMPETITION).glob("*/*.jpg"))
-    kinds = [*UNREADABLE, *ODD, "cut_at_random", "bytes_flipped"]
-    damaged = {}
-    for path in rng.sample(images, 12):
-        kind = damaged[path.stem] = rng.choice(kinds)
-        data = path.read_bytes()
-        if kind == "cut_at_random":
-            path.write_bytes(data[: rng.randrange(len(data))])
-        elif kind == "bytes_flipped":
-            positions = set(rng.sample(range(len(data)), 20))
-            path.write_bytes(bytes(byte ^ 0xFF if index in positions else byte for index, byte in enumerate(data)))
-        else:
-            damage(path, kind)
-    stderr = io.StringIO()
-    with contextlib.redirect_stderr(stderr):
-        code = main(["--input-root", str(root), "--output-dir", str(tmp_path / "out"), *QUICK])
-    context = f"DAMAGE_SEED={seed}, damaged {damaged}"
-    assert code == 0, f"{context}\n{stderr.getvalue()[-3000:]}"
-    sample, labels, submission, metrics = read_run(root, tmp_path / "out")
-    assert_every_row_is_there(sample, submission)
-    unreadable = {split: set(ids) for split, ids in metrics["unreadable"].items()}
-    assert {image_id for image_id, kind in damaged.items() if kind in UNREADABLE} <= unreadable["train"] | unreadable[
-        "test"
-    ], context
-    assert unreadable["train"] | unreadable["test"] <= set(damaged), context
-    for split, ids in unreadable.items():
-        for image_id in ids:
-            assert expected_warning(root, split, image_id) in warnings_in(stderr.getvalue()), context
-    prior = prior_of(labels, unreadable["train"], list(sample.columns[1:]))
-    rows = submission.set_index("id").loc[sorted(unreadable["test"])].to_numpy()
-    np.testing.assert_allclose(rows, np.tile(prior, (len(rows), 1)), rtol=1e-6, err_msg=context)
 
 
 def test_tensorflows_start_up_notices_are_left_out_of_the_log_and_everything_else_passed_on(tmp_path):

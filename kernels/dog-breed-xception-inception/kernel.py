@@ -7,8 +7,8 @@ softmax heads, and writes the ensemble with the best out-of-fold log loss to
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   880a6c7
-    sources sha256:  d5bd620b68d5e6d69613318c7192b6657dffe0a65705c3cfd999a7135dae0b73
+    source commit:   2a05a44
+    sources sha256:  a6f58ba869fcf304064b535a607cb570b17c537ee420aedb2bfdecd98e6da8a2
     build settings:  none (the defaults)
     configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, standardise=True,
@@ -25,7 +25,7 @@ import linecache
 import sys
 
 BUILD_SETTINGS = {}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': '880a6c7', 'sources_sha256': 'd5bd620b68d5e6d69613318c7192b6657dffe0a65705c3cfd999a7135dae0b73', 'settings': {}}
+BUILD = {'commit': '2a05a44', 'sources_sha256': 'a6f58ba869fcf304064b535a607cb570b17c537ee420aedb2bfdecd98e6da8a2', 'settings': {}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -49,10 +49,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # ---- kaggle_src/errors.py ----
 SOURCES['kaggle_src.errors'] = r'''
-"""How a run reports trouble: a stop (InputError, one line before any heavy work) or a warning it survives."""
+"""What a run says on stderr besides its results: a stop (InputError, one line before any heavy work), a warning
+it survives, and a long stage's progress bar."""
 import sys
 
 from tqdm import tqdm
+
+PROGRESS_SECONDS = 10  # a progress bar's refresh in a log that is no terminal
 
 
 class InputError(ValueError):
@@ -62,6 +65,13 @@ class InputError(ValueError):
 def warn(message):
     """Report a problem the run survives: one line on stderr, on a line of its own even while a progress bar runs."""
     tqdm.write(f"warning: {message}", file=sys.stderr)
+
+
+def progress(total, desc, unit):
+    """A progress bar on stderr with a rate and an ETA. In a log that is no terminal (Kaggle's), a line every
+    PROGRESS_SECONDS at most, so that a long stage does not flood it; close it before printing anything else."""
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                mininterval=2 if sys.stderr.isatty() else PROGRESS_SECONDS)
 '''
 
 # ---- kaggle_src/config.py ----
@@ -70,11 +80,8 @@ SOURCES['kaggle_src.config'] = r'''
 import argparse
 import dataclasses
 import difflib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-from tqdm import tqdm
 
 from .backbones import BACKBONES, KERAS_PRETRAINED
 from .ensembles import OPTIONS, scored_names
@@ -84,14 +91,6 @@ DEFAULT_BACKBONES = ("xception", "inception_v3")  # the seed's pair
 DRY_RUN_IMAGE_SIZE = 96  # what --dry-run uses unless --image-size is given
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 XLA_MODES = ("auto", "on", "off")
-PROGRESS_SECONDS = 10  # a progress bar's refresh in a log that is no terminal
-
-
-def progress(total, desc, unit):
-    """A progress bar on stderr with a rate and an ETA. In a log that is no terminal (Kaggle's), a line every
-    PROGRESS_SECONDS at most, so that a long stage does not flood it; close it before printing anything else."""
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
-                mininterval=2 if sys.stderr.isatty() else PROGRESS_SECONDS)
 
 
 def setting(default, meaning, metavar=None, shown_default=None):
@@ -790,8 +789,7 @@ import tensorflow as tf
 from keras import ops
 
 from .backbones import BACKBONES
-from .config import progress
-from .errors import InputError
+from .errors import InputError, progress
 
 CPU_BATCH_SIZE = 64  # images per batch without a GPU
 MAX_BATCH_SIZE = 256  # images per replica at most
@@ -1134,8 +1132,8 @@ import tensorflow as tf
 from keras import ops
 from sklearn.model_selection import StratifiedKFold
 
-from .config import progress
 from .ensembles import score_predictions
+from .errors import progress
 
 
 @dataclass
@@ -1337,8 +1335,8 @@ import collections
 import numpy as np
 import tensorflow as tf
 
-from .config import progress
 from .ensembles import score_predictions
+from .errors import progress
 from .train_heads import TrainedHead, on_device, out_of_fold, print_validation, standardisation
 
 C_LADDER = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)  # the logistic regressions' inverse L2
@@ -2115,10 +2113,7 @@ MAX_NAMED = 20  # unreadable images named one line each, per split; the rest in 
 
 def run(config, input_root, output_dir, build=None):
     """Run the pipeline with `config`; write submission.csv, the predictions to blend with, metrics.json and
-    report.md to `output_dir`; return the metrics.
-
-    `build`, when the run is a built kernel, says what it was built from; metrics.json keeps it.
-    """
+    report.md to `output_dir`; return the metrics. `build`, in a built kernel, says what it was built from."""
     timer = StageTimer()
     # 1. Find the inputs: every check that can fail fast runs before any heavy work.
     with timer("find_inputs"):
@@ -2128,8 +2123,7 @@ def run(config, input_root, output_dir, build=None):
             competition = competition.first(config.smoke)
         output_dir = prepare_output_dir(output_dir)
         saved = find_saved_features(competition, config)
-    # TensorFlow is imported only now that every check has passed, so that a stop above takes a second and
-    # its one line stands alone: from TensorFlow 2.19, import logs ignore TF_CPP_MIN_LOG_LEVEL.
+    # TensorFlow only now that every check has passed, so that a stop takes a second and its line stands alone.
     import_quietly("tensorflow")
     from .extract_features import check_accelerator, describe_runtime
     from .train_heads import make_folds, train_heads
@@ -2137,11 +2131,9 @@ def run(config, input_root, output_dir, build=None):
 
     on_cpu = saved is None and check_accelerator(config, on_kaggle())
     n_classes = len(competition.classes)
-    print(
-        f"{competition_dir}: {len(competition.train_ids)} train, {len(competition.test_ids)} test images, "
-        f"{n_classes} classes; backbones {', '.join(config.backbones)} at {config.image_size}px"
-        + (" (dry run: random-init weights)" if config.dry_run else "")
-    )
+    print(f"{competition_dir}: {len(competition.train_ids)} train, {len(competition.test_ids)} test images, "
+          f"{n_classes} classes; backbones {', '.join(config.backbones)} at {config.image_size}px"
+          + (" (dry run: random-init weights)" if config.dry_run else ""))
 
     # 2-3. The features of every image: extracted (and saved), or in a heads-only run read as saved.
     features, failed, extraction = features_for(competition, weights, saved, on_cpu, output_dir, build, config, timer)
@@ -2168,9 +2160,8 @@ def run(config, input_root, output_dir, build=None):
     with timer("ensembles"):
         options = score_options(predictions, labels, folds)
         chosen = choose(options, config)
-        prior = class_prior(labels, n_classes)
         for scored in options:
-            scored.test[failed["test"]] = prior
+            scored.test[failed["test"]] = class_prior(labels, n_classes)
 
     # 6. Write the predictions, then the metrics and the report.
     with timer("write"):
