@@ -69,14 +69,15 @@ class Config:
         "(between 0.01 and 1000) and cross-fitted, refitted on every row for the test: the logistic option"
     )
     ensemble: str = setting(
-        "", "the ensembling option to submit instead of the one with the best out-of-fold log loss (every option "
-        f"is still scored and reported): one of {', '.join(option.name for option in OPTIONS)}; the tta ones need "
-        "--flips, logistic --logistic", "NAME", "none: the option with the best out-of-fold log loss",
+        "", "the ensembling option to submit instead of the one chosen out of fold (every option is still "
+        f"scored): one of {', '.join(option.name for option in OPTIONS)}; the tta ones need "
+        "--flips, logistic --logistic", "NAME",
+        "none: the preferred option within one standard error of the best",
     )
     head_batch_size: int = setting(128, "head training batch", "N")
     extract_batch_size: int = setting(
         0, "images per feature-extraction batch; 0: the most that fits a 16 GB T4 per GPU for these backbones "
-        "and size (64 without a GPU)", "N"
+        "and size (without a GPU: what fits 4 GiB of RAM, at most 64)", "N"
     )
     precision: str = setting(
         "auto", f"backbones' compute dtype, one of {', '.join(PRECISIONS)}; auto: float16 on compute capability "
