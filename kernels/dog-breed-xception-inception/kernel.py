@@ -7,10 +7,10 @@ softmax heads, and writes the ensemble with the best out-of-fold log loss to
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   2a05a44
-    sources sha256:  a6f58ba869fcf304064b535a607cb570b17c537ee420aedb2bfdecd98e6da8a2
+    source commit:   f320713
+    sources sha256:  eb1921a31186b4d1a892e1c1048ed225ec2f663adfa3cb1a08745947fa0325f5
     build settings:  none (the defaults)
-    configuration:   backbones=('xception', 'inception_v3'), image_size=299, flips=True, n_folds=5,
+    configuration:   backbones=('xception', 'inception_v3'), image_size=448, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, standardise=True,
                      logistic=True, ensemble='', head_batch_size=128, extract_batch_size=0,
                      precision='auto', xla='auto', n_jobs=-1, seed=2017, dry_run=False, smoke=0,
@@ -25,7 +25,7 @@ import linecache
 import sys
 
 BUILD_SETTINGS = {}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': '2a05a44', 'sources_sha256': 'a6f58ba869fcf304064b535a607cb570b17c537ee420aedb2bfdecd98e6da8a2', 'settings': {}}
+BUILD = {'commit': 'f320713', 'sources_sha256': 'eb1921a31186b4d1a892e1c1048ed225ec2f663adfa3cb1a08745947fa0325f5', 'settings': {}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -89,6 +89,8 @@ from .errors import InputError, warn
 
 DEFAULT_BACKBONES = ("xception", "inception_v3")  # the seed's pair
 DRY_RUN_IMAGE_SIZE = 96  # what --dry-run uses unless --image-size is given
+IMAGE_SCALE = 1.5  # the default image size over the backbones' largest native size: on real dog photos, frozen
+# ImageNet features of the dogs seen larger gave a lower held-out log loss (benchmarks/README.md, quality on real photos)
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 XLA_MODES = ("auto", "on", "off")
 
@@ -121,12 +123,13 @@ class Config:
         f"{', '.join(BACKBONES)}", "LIST",
     )
     image_size: int = setting(
-        299,
+        round(IMAGE_SCALE * max(BACKBONES[name].native_size for name in DEFAULT_BACKBONES)),
         "side the images are loaded at; each backbone runs at its native size scaled alike (at least "
         + ", ".join(f"{BACKBONES[name].min_size} for {name}" for name in DEFAULT_BACKBONES) + ")",
         "N",
-        f"the backbones' largest native size ({max(BACKBONES[name].native_size for name in DEFAULT_BACKBONES)} "
-        f"for the default pair); {DRY_RUN_IMAGE_SIZE} with --dry-run",
+        f"{IMAGE_SCALE:g} times the backbones' largest native size "
+        f"({round(IMAGE_SCALE * max(BACKBONES[name].native_size for name in DEFAULT_BACKBONES))} for the default pair); "
+        f"{DRY_RUN_IMAGE_SIZE} with --dry-run",
     )
     flips: bool = setting(True, "also extract, train on and predict the horizontally flipped view")
     n_folds: int = setting(5, "CV folds (at least 2)", "N")
@@ -144,14 +147,15 @@ class Config:
         "(between 0.01 and 1000) and cross-fitted, refitted on every row for the test: the logistic option"
     )
     ensemble: str = setting(
-        "", "the ensembling option to submit instead of the one with the best out-of-fold log loss (every option "
-        f"is still scored and reported): one of {', '.join(option.name for option in OPTIONS)}; the tta ones need "
-        "--flips, logistic --logistic", "NAME", "none: the option with the best out-of-fold log loss",
+        "", "the ensembling option to submit instead of the one chosen out of fold (every option is still "
+        f"scored): one of {', '.join(option.name for option in OPTIONS)}; the tta ones need "
+        "--flips, logistic --logistic", "NAME",
+        "none: the preferred option within one standard error of the best",
     )
     head_batch_size: int = setting(128, "head training batch", "N")
     extract_batch_size: int = setting(
         0, "images per feature-extraction batch; 0: the most that fits a 16 GB T4 per GPU for these backbones "
-        "and size (64 without a GPU)", "N"
+        "and size (without a GPU: what fits 4 GiB of RAM, at most 64)", "N"
     )
     precision: str = setting(
         "auto", f"backbones' compute dtype, one of {', '.join(PRECISIONS)}; auto: float16 on compute capability "
@@ -248,14 +252,14 @@ class Config:
 
 
 def make_config(**overrides):
-    """A Config from the defaults and `overrides`. Unless given, the image size is the backbones' largest
-    native size, or for a dry run the small dry-run size."""
+    """A Config from the defaults and `overrides`. Unless given, the image size is IMAGE_SCALE times the backbones'
+    largest native size, or for a dry run the small dry-run size."""
     if overrides.get("dry_run"):
         overrides = {"image_size": DRY_RUN_IMAGE_SIZE, **overrides}
     if "image_size" in overrides:
         return Config(**overrides)
     config = Config(**overrides)
-    return dataclasses.replace(config, image_size=config.native_size)
+    return dataclasses.replace(config, image_size=round(IMAGE_SCALE * config.native_size))
 
 
 def parse_value(name, text):
@@ -778,10 +782,13 @@ image crosses to the GPU once, as uint8, and the data is passed over once — wh
 On the GPU the backbones compute in float16 (T4-class tensor cores) or bfloat16 (Ampere and newer)
 while features come back as float32; with two or more GPUs (Kaggle's T4 x2) every batch is split
 across them by a MirroredStrategy. Batches are fed from the background image loader through
-tf.data, so decoding overlaps the GPU's work; the batch size is what fits a 16 GB T4 for the backbones
-and size, and an out-of-memory error halves it instead of ending the run.
+tf.data, so decoding overlaps the GPU's work; the batch size is what fits a 16 GB T4 (or, on the CPU, a
+few GB of RAM) for the backbones and size, and an out-of-memory error halves it instead of ending the
+run. Every batch has that one size, the last padded, so that a split costs one trace (with XLA, one
+compile) of the model: a new shape for the last batch cost 20 to 45 s more on a CPU.
 """
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -791,9 +798,10 @@ from keras import ops
 from .backbones import BACKBONES
 from .errors import InputError, progress
 
-CPU_BATCH_SIZE = 64  # images per batch without a GPU
+CPU_BATCH_SIZE = 64  # images per batch without a GPU at most
 MAX_BATCH_SIZE = 256  # images per replica at most
-REPLICA_ACTIVATION_BYTES = 4 * 2**30  # a batch's activations per GPU: a quarter of a T4's 16 GB, by our estimate
+REPLICA_ACTIVATION_BYTES = 4 * 2**30  # a batch's activations per GPU (a quarter of a T4's 16 GB) or in RAM, by our
+# estimate: on the CPU, Xception alone at 576 px and 64 images a batch (21 GB estimated) was killed at 18 GB resident
 IMAGENET_BGR_MEAN = [103.939, 116.779, 123.68]  # "caffe" preprocessing
 IMAGENET_RGB_MEAN, IMAGENET_RGB_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # "torch" preprocessing
 LIVE_OUTPUTS = 4  # layer outputs alive at once in inference: input, output, a residual branch, workspace
@@ -948,26 +956,52 @@ def activation_bytes(extractor):
 
 
 def choose_batch_size(extractor, on_gpu):
-    """Images per batch: on a GPU, the largest power of two per replica whose activations fit in
-    REPLICA_ACTIVATION_BYTES (at most MAX_BATCH_SIZE), times the replicas; CPU_BATCH_SIZE without a GPU.
+    """Images per batch: the largest power of two per replica whose activations fit in REPLICA_ACTIVATION_BYTES (at
+    most MAX_BATCH_SIZE on a GPU, CPU_BATCH_SIZE without one), times the replicas; at least one.
 
     A fixed budget that fits a 16 GB T4, not a reading of free memory: TensorFlow holds GPU memory it has
     taken, so what nvidia-smi calls free depends on who ran first, not on what the batch needs.
     """
-    if not on_gpu:
-        return CPU_BATCH_SIZE
     per_replica = max(1, REPLICA_ACTIVATION_BYTES // activation_bytes(extractor))
-    per_replica = min(MAX_BATCH_SIZE, 2 ** int(np.log2(per_replica)))
+    per_replica = min(MAX_BATCH_SIZE if on_gpu else CPU_BATCH_SIZE, 2 ** int(np.log2(per_replica)))
     return per_replica * extractor.distribute_strategy.num_replicas_in_sync
+
+
+def available_memory():
+    """Bytes of RAM that the system can still give (Linux's MemAvailable), or None where it does not say."""
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+    except OSError:
+        return None
+    found = [line.split()[1] for line in meminfo.splitlines() if line.startswith("MemAvailable:")]
+    return int(found[0]) * 1024 if found else None
+
+
+def check_memory(extractor, images, batch_size, on_gpu):
+    """Stop, in one line, a split that cannot fit in RAM: its uint8 images, plus off the GPU a batch's activations,
+    against what the system has available; a run killed for memory says nothing at all."""
+    available = available_memory()
+    images_bytes = images.array.nbytes
+    batch_bytes = 0 if on_gpu else batch_size * activation_bytes(extractor)
+    if available is not None and images_bytes + batch_bytes > available:
+        raise InputError(
+            f"config image_size={images.size}: the {len(images)} {images.desc} images need about "
+            f"{(images_bytes + batch_bytes) / 2**30:.1f} GiB of RAM at this size ({images_bytes / 2**30:.1f} GiB of "
+            f"uint8 images, {batch_bytes / 2**30:.1f} GiB for a batch of {batch_size}), and {available / 2**30:.1f} "
+            f"GiB is available: lower --image-size or --extract-batch-size"
+        )
 
 
 def extract_features(extractor, images, batch_size=0):
     """Run the extractor over LoadedImages; returns (float32 (n_images, views, features), the batch size used).
 
     Batches stream in from the loader as they are decoded. `batch_size` 0 chooses it for the backbones and
-    size (see choose_batch_size); out of memory, the batch is halved and the split started again.
+    size (see choose_batch_size); never more than the split's images, so that a small split is not padded up to
+    it. Out of memory, the batch is halved and the split started again.
     """
-    batch_size = batch_size or choose_batch_size(extractor, bool(tf.config.list_physical_devices("GPU")))
+    on_gpu = bool(tf.config.list_physical_devices("GPU"))
+    batch_size = min(batch_size or choose_batch_size(extractor, on_gpu), max(1, len(images)))
+    check_memory(extractor, images, batch_size, on_gpu)
     while True:
         try:
             return _predict(extractor, images, batch_size), batch_size
@@ -989,15 +1023,23 @@ class ProgressCallback(keras.callbacks.Callback):
         self.bar.update(min(self.batch_size, self.bar.total - self.bar.n))
 
 
+def padded(batches, batch_size):
+    """`batches` with the last one padded with blank images up to `batch_size`: one shape, one trace."""
+    for batch in batches:
+        if len(batch) < batch_size:
+            batch = np.concatenate([batch, np.zeros((batch_size - len(batch), *batch.shape[1:]), batch.dtype)])
+        yield batch
+
+
 def _predict(extractor, images, batch_size):
     size = extractor.input_shape[1]
     dataset = tf.data.Dataset.from_generator(
-        lambda: images.batches(batch_size),
-        output_signature=tf.TensorSpec((None, size, size, 3), tf.uint8),
+        lambda: padded(images.batches(batch_size), batch_size),
+        output_signature=tf.TensorSpec((batch_size, size, size, 3), tf.uint8),
     ).apply(tf.data.experimental.assert_cardinality(-(-len(images) // batch_size))).prefetch(2)
     with progress(len(images), f"extract {images.desc} ({batch_size} a batch)", "img") as bar:
         features = extractor.predict(dataset, verbose=0, callbacks=[ProgressCallback(bar, batch_size)])
-    return np.asarray(features, np.float32)
+    return np.asarray(features[:len(images)], np.float32)
 '''
 
 # ---- kaggle_src/feature_cache.py ----
@@ -1125,6 +1167,7 @@ column, teach a head nothing without it.
 The logistic regressions (train_logistic) become TrainedHeads too, so everything downstream treats both kinds
 alike.
 """
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -1133,7 +1176,7 @@ from keras import ops
 from sklearn.model_selection import StratifiedKFold
 
 from .ensembles import score_predictions
-from .errors import progress
+from .errors import progress, warn
 
 
 @dataclass
@@ -1160,9 +1203,20 @@ class TrainedHead:
 
 
 def make_folds(labels, config):
-    """config.n_folds stratified (train_index, validation_index) pairs, shuffled by config.seed: reproducible."""
+    """config.n_folds stratified (train_index, validation_index) pairs, shuffled by config.seed: reproducible.
+
+    A breed with fewer images than folds is missing from some folds' validation rows: one warning line of the
+    run's own says so, in place of scikit-learn's (which names its own source line).
+    """
+    counts = np.bincount(labels)
+    short = counts[(counts > 0) & (counts < config.n_folds)]
+    if len(short):
+        warn(f"training labels: {len(short)} breed(s) with fewer images than the {config.n_folds} folds (the fewest "
+             f"has {short.min()}); each is validated in as many folds as it has images")
     splitter = StratifiedKFold(n_splits=config.n_folds, shuffle=True, random_state=config.seed)
-    return list(splitter.split(np.zeros((len(labels), 1)), labels))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        return list(splitter.split(np.zeros((len(labels), 1)), labels))
 
 
 class HeadsTrainer:
@@ -1569,7 +1623,8 @@ def class_prior(labels, n_classes):
 
 # ---- kaggle_src/ensembles.py ----
 SOURCES['kaggle_src.ensembles'] = r'''
-"""The ensembling options, each scored on the out-of-fold predictions; the run submits the best.
+"""The ensembling options, each scored on the out-of-fold predictions; the run submits the best, or a preferred one
+within the noise of it (within_noise_of_best).
 
 Each option is a fixed recipe for combining heads' predictions into one per image. The same recipe
 makes an image's out-of-fold prediction (from the heads that never trained on it: one per view) and
@@ -1620,6 +1675,10 @@ OPTIONS = (
     Option("blend", "options", False, False, False, "the options above, weighted to fit the out-of-fold rows"),
 )
 BLEND_ITERATIONS = 500  # EM steps for the blend's weights: each raises the likelihood
+NOISE_STANDARD_ERRORS = 1.0  # a lead in out-of-fold log loss within this many standard errors is noise
+# The order in which within_noise_of_best prefers the options: the fixed recipes by their held-out log loss on real
+# dog photos (benchmarks/README.md), then those that fit values on the out-of-fold rows, which gain there by chance
+PREFERENCE = ("tta_geometric", "geometric", "logistic", "tta", "heads_mean", "tta_geometric_temperature", "blend")
 
 
 @dataclass
@@ -1649,8 +1708,7 @@ def score_predictions(probabilities, labels, n_classes):
     """Multi-class log loss (as Kaggle scores it) and accuracy; for a head, an option or a submission."""
     from sklearn.metrics import accuracy_score, log_loss  # here, not above: config.py takes OPTIONS without sklearn
 
-    probabilities = np.clip(np.asarray(probabilities, np.float64), EPS, 1 - EPS)
-    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
+    probabilities = as_kaggle_scores(probabilities)
     return {
         "log_loss": float(log_loss(labels, probabilities, labels=np.arange(n_classes))),
         "accuracy": float(accuracy_score(labels, probabilities.argmax(axis=1))),
@@ -1722,16 +1780,45 @@ def scored_names(flips, logistic):
     ]
 
 
-def choose(scored, config):
-    """The option that `config`'s ensemble setting names; if none, the best out of fold."""
+def choose(scored, labels, config):
+    """The option that `config`'s ensemble setting names; if none, the preferred one within the noise of the best
+    (within_noise_of_best)."""
     if config.ensemble:
         return next(candidate for candidate in scored if candidate.option.name == config.ensemble)
-    return best(scored)
+    return within_noise_of_best(scored, labels)
 
 
 def best(scored):
     """The option with the lowest out-of-fold log loss; on a tie the earlier one (heads_mean before the rest)."""
     return min(scored, key=lambda candidate: candidate.log_loss)
+
+
+def within_noise_of_best(scored, labels):
+    """The first option in PREFERENCE whose out-of-fold log loss is within NOISE_STANDARD_ERRORS standard errors of
+    the best's: the one-standard-error rule, on the per-image difference of the two options' log loss (paired, as
+    both predict the same images).
+
+    On a few hundred images the lowest out-of-fold score is often luck, and it misleads in a known direction: an
+    image's out-of-fold prediction comes from its one fold's heads, its test prediction from every fold's, whose
+    arithmetic mean is the less confident the more heads it averages, where the geometric mean is not.
+    """
+    top = best(scored)
+    for candidate in sorted(scored, key=lambda candidate: PREFERENCE.index(candidate.option.name)):
+        difference = per_image_log_loss(candidate.oof, labels) - per_image_log_loss(top.oof, labels)
+        if difference.mean() <= NOISE_STANDARD_ERRORS * difference.std() / math.sqrt(len(labels)):
+            return candidate
+    return top
+
+
+def per_image_log_loss(probabilities, labels):
+    """Each image's log loss, -log p(true class), as Kaggle scores it: their mean is score_predictions' log loss."""
+    return -np.log(as_kaggle_scores(probabilities)[np.arange(len(labels)), labels])
+
+
+def as_kaggle_scores(probabilities):
+    """`probabilities` (n, classes) as Kaggle's metric takes them: clipped to [EPS, 1 - EPS], rows renormalised."""
+    probabilities = np.clip(np.asarray(probabilities, np.float64), EPS, 1 - EPS)
+    return probabilities / probabilities.sum(axis=1, keepdims=True)
 
 
 def combine(members, geometric):
@@ -1927,14 +2014,15 @@ import math
 
 import numpy as np
 
-from .ensembles import OPTIONS, best, score_predictions
+from .ensembles import NOISE_STANDARD_ERRORS, OPTIONS, best, score_predictions
 
 
 def cv_metrics(competition, failed, labels, heads, oof, options, chosen, config):
     """What the cross-validation found: out-of-fold scores per view's heads and for the submitted option (as
     `ensemble`); every option's scores; the `chosen` option, the best out of fold (the same unless the ensemble
-    setting named another) and its log loss below heads_mean's; each head's validation scores; the breed pairs
-    it confused most; the unreadable images by id (`failed`: their indices per split); and the counts.
+    setting named another or a preferred one was within the noise of it) and its log loss below heads_mean's;
+    each head's validation scores; the breed pairs it confused most; the unreadable images by id (`failed`: their
+    indices per split); and the counts.
 
     `labels` are the readable training images' classes; `heads` and `oof` the softmax heads and their
     out-of-fold predictions (head views, views, n, classes).
@@ -1948,6 +2036,7 @@ def cv_metrics(competition, failed, labels, heads, oof, options, chosen, config)
         "chosen": {
             "option": chosen.option.name,
             "best_out_of_fold": best(options).option.name,
+            "set_by_ensemble": bool(config.ensemble),  # else the preferred one within the noise of the best
             "improvement_over_heads_mean": baseline.log_loss - chosen.log_loss,
         },
         "folds": [
@@ -2025,7 +2114,9 @@ def report_markdown(metrics):
     baseline, gain = options["heads_mean"]["log_loss"], chosen["improvement_over_heads_mean"]
     set_by = (
         "" if chosen["option"] == chosen["best_out_of_fold"]
-        else f" (set by --ensemble; the best out of fold is {chosen['best_out_of_fold']})"
+        else f" (set by --ensemble; the best out of fold is {chosen['best_out_of_fold']})" if chosen["set_by_ensemble"]
+        else f" (the preferred option within {NOISE_STANDARD_ERRORS:g} standard error of the best out of fold, "
+             f"{chosen['best_out_of_fold']})"
     )
     lines = [
         f"# {summary_line(metrics)}",
@@ -2159,7 +2250,7 @@ def run(config, input_root, output_dir, build=None):
                        for name, (family_heads, family_oof) in families.items()}
     with timer("ensembles"):
         options = score_options(predictions, labels, folds)
-        chosen = choose(options, config)
+        chosen = choose(options, labels, config)
         for scored in options:
             scored.test[failed["test"]] = class_prior(labels, n_classes)
 
