@@ -142,7 +142,8 @@ def test_csvs_with_a_bom_crlf_and_spaced_ids_and_a_repeated_label_still_run(dama
 
 
 def test_randomly_damaged_images_never_cost_a_test_row(small_stub, tmp_path):
-    """Damages 12 images drawn at random from both splits; rerun a failure with DAMAGE_SEED=<its seed>."""
+    """Damages 12 images drawn at random from both splits; rerun a failure with DAMAGE_SEED=<its seed>. (Heads
+    alone: what becomes of a row does not depend on the models.)"""
     seed = int(os.environ.get("DAMAGE_SEED", random.randrange(2**32)))
     rng = random.Random(seed)
     root = tmp_path / "input"
@@ -162,7 +163,7 @@ def test_randomly_damaged_images_never_cost_a_test_row(small_stub, tmp_path):
             damage(path, kind)
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
-        code = main(["--input-root", str(root), "--output-dir", str(tmp_path / "out"), *QUICK])
+        code = main(["--input-root", str(root), "--output-dir", str(tmp_path / "out"), *QUICK, "--no-logistic"])
     context = f"DAMAGE_SEED={seed}, damaged {damaged}"
     assert code == 0, f"{context}\n{stderr.getvalue()[-3000:]}"
     sample, labels, submission, metrics = read_run(root, tmp_path / "out")
