@@ -15,7 +15,8 @@ get the T fitted on every row.
 
 The blend is the other options' predictions, weighted: the weights (on the simplex) maximise the
 likelihood of the true breeds, fitted as the temperature is, cross-fitted for its own score and on
-every row for the test. It is submitted only when it beats every option it blends, out of fold.
+every row for the test. It is submitted only when it beats every option it blends by more than the noise,
+out of fold (within_noise_of_best).
 """
 import math
 from dataclasses import dataclass
