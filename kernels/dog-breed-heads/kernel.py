@@ -6,8 +6,8 @@ softmax heads on the CPU, and writes the ensemble with the best out-of-fold log 
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   f320713
-    sources sha256:  eb1921a31186b4d1a892e1c1048ed225ec2f663adfa3cb1a08745947fa0325f5
+    source commit:   67c76b9
+    sources sha256:  6d8e94ad4e8ecab09db7d5945aab1a091e161dddeb3693444bf6d9ec5095a701
     build settings:  features='/kaggle/input'
     configuration:   backbones=('xception', 'inception_v3'), image_size=448, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, standardise=True,
@@ -24,7 +24,7 @@ import linecache
 import sys
 
 BUILD_SETTINGS = {'features': '/kaggle/input'}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': 'f320713', 'sources_sha256': 'eb1921a31186b4d1a892e1c1048ed225ec2f663adfa3cb1a08745947fa0325f5', 'settings': {'features': '/kaggle/input'}}
+BUILD = {'commit': '67c76b9', 'sources_sha256': '6d8e94ad4e8ecab09db7d5945aab1a091e161dddeb3693444bf6d9ec5095a701', 'settings': {'features': '/kaggle/input'}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -1639,7 +1639,8 @@ get the T fitted on every row.
 
 The blend is the other options' predictions, weighted: the weights (on the simplex) maximise the
 likelihood of the true breeds, fitted as the temperature is, cross-fitted for its own score and on
-every row for the test. It is submitted only when it beats every option it blends, out of fold.
+every row for the test. It is submitted only when it beats every option it blends by more than the noise,
+out of fold (within_noise_of_best).
 """
 import math
 from dataclasses import dataclass
