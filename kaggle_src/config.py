@@ -59,6 +59,10 @@ class Config:
     learning_rate: float = setting(1e-3, "Adam learning rate", "X")
     max_epochs: int = setting(50, "epochs per head at most", "N")
     patience: int = setting(5, "epochs without a better validation loss before a head stops", "N")
+    members_per_head: int = setting(
+        3, "heads trained per fold and view, each with its own initialisation, dropout and batch order, their "
+        "weights then averaged into one (their geometric mean)", "N",
+    )
     standardise: bool = setting(
         True, "heads centre and scale each feature by their training fold's mean and standard deviation (the "
         "seed's heads did not: --no-standardise); on real ImageNet features it lowered the held-out log loss "
@@ -123,7 +127,7 @@ class Config:
         if self.image_size < smallest:
             raise InputError(f"config image_size={self.image_size}: expected at least {smallest} for these backbones")
         _check_at_least(self, "n_folds", 2)
-        for name in ("max_epochs", "head_batch_size"):
+        for name in ("max_epochs", "members_per_head", "head_batch_size"):
             _check_at_least(self, name, 1)
         for name in ("patience", "extract_batch_size"):
             _check_at_least(self, name, 0)

@@ -52,6 +52,7 @@ def test_flags_override_defaults():
     [
         ({"backbones": ("resnet9000",)}, "backbones='resnet9000'"),
         ({"n_folds": 1}, "n_folds=1: expected at least 2"),
+        ({"members_per_head": 0}, "members_per_head=0: expected at least 1"),
         ({"image_size": 72}, "image_size=72: expected at least 75"),
         ({"dropout": 1.0}, "dropout=1.0"),
         ({"image_size": "299"}, "image_size='299': expected an integer"),

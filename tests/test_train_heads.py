@@ -6,7 +6,8 @@ import tensorflow as tf
 
 from kaggle_src.config import make_config
 from kaggle_src.ensembles import score_predictions
-from kaggle_src.train_heads import HeadsTrainer, TrainedHead, make_folds, standardisation, train_heads
+from kaggle_src import train_heads as train_heads_module
+from kaggle_src.train_heads import HeadsTrainer, TrainedHead, make_folds, mean_head, standardisation, train_heads
 
 
 def test_folds_are_stratified_disjoint_and_reproducible():
@@ -59,6 +60,35 @@ def test_heads_learn_separable_features_and_fill_every_out_of_fold_row():
     for head in heads:  # the other view's out-of-fold rows are this head's predictions on that view
         rows = folds[head.fold][1]
         np.testing.assert_allclose(oof[head.view, 1 - head.view, rows], head.predict(features[rows, 1 - head.view]))
+
+
+def test_a_heads_members_train_apart_and_it_is_their_mean(monkeypatch):
+    features, labels = separable()
+    config = make_config(n_folds=3, max_epochs=40, patience=5, learning_rate=0.02, members_per_head=3)
+    groups = []
+    monkeypatch.setattr(train_heads_module, "mean_head", lambda members: groups.append(members) or mean_head(members))
+    heads, oof = train_heads(features, labels, make_folds(labels, config), 3, config)
+    assert [(head.fold, head.view) for head in heads] == [(f, v) for f in range(3) for v in range(2)]
+    assert [len(group) for group in groups] == [3] * 6
+    for head, group in zip(heads, groups):
+        assert {(member.fold, member.view) for member in group} == {(head.fold, head.view)}
+        kernels = [member.kernel for member in group]
+        assert not np.allclose(kernels[0], kernels[1]) and not np.allclose(kernels[1], kernels[2])  # trained apart
+        np.testing.assert_allclose(head.kernel, np.mean(kernels, axis=0), rtol=1e-6)
+        assert head.epochs == max(member.epochs for member in group)
+    assert score_predictions(oof[0, 0], labels, 3)["log_loss"] < 0.5 * math.log(3)
+
+
+def test_the_mean_head_predicts_its_members_geometric_mean():
+    rng = np.random.default_rng(2)
+    mean, scale = rng.normal(0, 1, 6).astype(np.float32), rng.uniform(0.5, 2, 6).astype(np.float32)
+    members = [TrainedHead(1, 0, mean, scale, rng.normal(0, 1, (6, 4)).astype(np.float32),
+                           rng.normal(0, 1, 4).astype(np.float32), epochs=epochs) for epochs in (3, 9, 5)]
+    x = rng.normal(0, 1, (10, 6)).astype(np.float32)
+    geometric = np.exp(np.mean([np.log(member.predict(x)) for member in members], axis=0))
+    head = mean_head(members)
+    np.testing.assert_allclose(head.predict(x), geometric / geometric.sum(axis=1, keepdims=True), rtol=1e-4)
+    assert (head.fold, head.view, head.epochs) == (1, 0, 9)
 
 
 def test_without_standardise_heads_see_the_features_as_they_are_like_the_seeds():
