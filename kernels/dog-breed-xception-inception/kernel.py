@@ -7,14 +7,14 @@ softmax heads, and writes the ensemble with the best out-of-fold log loss to
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   67c76b9
-    sources sha256:  6d8e94ad4e8ecab09db7d5945aab1a091e161dddeb3693444bf6d9ec5095a701
+    source commit:   092eb12
+    sources sha256:  39625ef78303d823d5884525db35bf72ae04a21551ea6e3d092956a5c8847918
     build settings:  none (the defaults)
     configuration:   backbones=('xception', 'inception_v3'), image_size=448, flips=True, n_folds=5,
-                     dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, standardise=True,
-                     logistic=True, ensemble='', head_batch_size=128, extract_batch_size=0,
-                     precision='auto', xla='auto', n_jobs=-1, seed=2017, dry_run=False, smoke=0,
-                     features='', weights_dataset=''
+                     dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, members_per_head=3,
+                     standardise=True, logistic=True, ensemble='', head_batch_size=128,
+                     extract_batch_size=0, precision='auto', xla='auto', n_jobs=-1, seed=2017,
+                     dry_run=False, smoke=0, features='', weights_dataset=''
 Run here, from the repo's root:
     python kernels/dog-breed-xception-inception/kernel.py --input-root input_stub --output-dir working --dry-run
 On Kaggle:  no arguments: /kaggle/input -> /kaggle/working, the real weights.
@@ -25,7 +25,7 @@ import linecache
 import sys
 
 BUILD_SETTINGS = {}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': '67c76b9', 'sources_sha256': '6d8e94ad4e8ecab09db7d5945aab1a091e161dddeb3693444bf6d9ec5095a701', 'settings': {}}
+BUILD = {'commit': '092eb12', 'sources_sha256': '39625ef78303d823d5884525db35bf72ae04a21551ea6e3d092956a5c8847918', 'settings': {}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -137,6 +137,10 @@ class Config:
     learning_rate: float = setting(1e-3, "Adam learning rate", "X")
     max_epochs: int = setting(50, "epochs per head at most", "N")
     patience: int = setting(5, "epochs without a better validation loss before a head stops", "N")
+    members_per_head: int = setting(
+        3, "heads trained per fold and view, each with its own initialisation, dropout and batch order, their "
+        "weights then averaged into one (their geometric mean)", "N",
+    )
     standardise: bool = setting(
         True, "heads centre and scale each feature by their training fold's mean and standard deviation (the "
         "seed's heads did not: --no-standardise); on real ImageNet features it lowered the held-out log loss "
@@ -201,7 +205,7 @@ class Config:
         if self.image_size < smallest:
             raise InputError(f"config image_size={self.image_size}: expected at least {smallest} for these backbones")
         _check_at_least(self, "n_folds", 2)
-        for name in ("max_epochs", "head_batch_size"):
+        for name in ("max_epochs", "members_per_head", "head_batch_size"):
             _check_at_least(self, name, 1)
         for name in ("patience", "extract_batch_size"):
             _check_at_least(self, name, 0)
@@ -1157,7 +1161,8 @@ All heads train together, as in the seed's ten sequential fits but in one loop: 
 head's next batch of its own shuffled training rows, applies each head to its own view with one
 batched matmul, and updates all heads with one Adam step, whose updates are per weight, so the heads
 stay independent. Each head stops early on its own validation loss, keeps its best epoch's weights,
-and leaves the loop: no wasted rows, no wasted epochs.
+and leaves the loop: no wasted rows, no wasted epochs. Each fold and view's head is the average of a few
+such members (`members_per_head`): the geometric mean of their predictions, at one head's cost to apply.
 
 With `standardise` (the default; the seed's heads had none) each head centres and scales its inputs by its
 training fold's mean and standard deviation: on real ImageNet features it lowered the held-out log loss of
@@ -1168,7 +1173,7 @@ The logistic regressions (train_logistic) become TrainedHeads too, so everything
 alike.
 """
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import tensorflow as tf
@@ -1286,7 +1291,13 @@ class HeadsTrainer:
 
 
 def train_heads(features, labels, folds, n_classes, config):
-    """Train one head per fold and view on `features` (n, views, d); return (heads, out-of-fold predictions)."""
+    """Train one head per fold and view on `features` (n, views, d); return (heads, out-of-fold predictions).
+
+    Each head is config.members_per_head members trained apart (their own initialisation, dropout masks and
+    batch order; each stopped early on its own), with their kernels and biases averaged: softmax of the mean
+    logits, which is the members' geometric mean, renormalised, as they share the fold's standardisation. So the
+    ensemble costs one head's prediction, and every option downstream sees one head per fold and view.
+    """
     features = np.asarray(features, np.float32)
     n_views = features.shape[1]
     identity = np.zeros(features.shape[-1], np.float32), np.ones(features.shape[-1], np.float32)
@@ -1296,14 +1307,16 @@ def train_heads(features, labels, folds, n_classes, config):
         for fold, (train_index, _) in enumerate(folds)
         for view in range(n_views)
     ]
+    members = [replace(head) for head in heads for _ in range(config.members_per_head)]
 
-    trainer = HeadsTrainer(heads, features, labels, n_classes, config)
+    trainer = HeadsTrainer(members, features, labels, n_classes, config)
     shuffle = np.random.default_rng(config.seed)
-    best_loss, best_epoch = np.full(len(heads), np.inf), np.zeros(len(heads), int)
-    active = list(range(len(heads)))
-    bar = progress(config.max_epochs, f"train {len(heads)} heads", "epoch")
+    best_loss, best_epoch = np.full(len(members), np.inf), np.zeros(len(members), int)
+    active = list(range(len(members)))
+    bar = progress(config.max_epochs, f"train {len(members)} heads ({config.members_per_head} per fold and view)",
+                   "epoch")
     for epoch in range(config.max_epochs):
-        orders = [shuffle.permutation(folds[heads[index].fold][0]) for index in active]
+        orders = [shuffle.permutation(folds[members[index].fold][0]) for index in active]
         for start in range(0, max(map(len, orders)), config.head_batch_size):
             batches = [order[start:start + config.head_batch_size] for order in orders]
             rows = np.zeros((len(active), max(map(len, batches))), np.int32)
@@ -1313,24 +1326,35 @@ def train_heads(features, labels, folds, n_classes, config):
             trainer.step(tf.constant(active, tf.int32), tf.constant(rows), tf.constant(weights))
         kernel, bias = ops.convert_to_numpy(trainer.kernel), ops.convert_to_numpy(trainer.bias)
         for index in list(active):
-            head, rows = heads[index], folds[heads[index].fold][1]
-            candidate = TrainedHead(head.fold, head.view, head.mean, head.scale, kernel[index], bias[index])
-            probabilities = candidate.predict(features[rows, head.view])
+            member, rows = members[index], folds[members[index].fold][1]
+            candidate = TrainedHead(member.fold, member.view, member.mean, member.scale, kernel[index], bias[index])
+            probabilities = candidate.predict(features[rows, member.view])
             loss = -np.mean(np.log(np.maximum(probabilities[np.arange(len(rows)), labels[rows]], 1e-15)))
             if loss < best_loss[index]:
                 best_loss[index], best_epoch[index] = loss, epoch
-                head.kernel, head.bias = kernel[index].copy(), bias[index].copy()
+                member.kernel, member.bias = kernel[index].copy(), bias[index].copy()
             if epoch - best_epoch[index] >= config.patience or epoch + 1 == config.max_epochs:
-                head.epochs = epoch + 1
+                member.epochs = epoch + 1
                 active.remove(index)
         bar.set_postfix_str(f"{len(active)} training, best val log loss {best_loss.min():.4f}", refresh=False)
         bar.update()
         if not active:
             break
     bar.close()
+    k = config.members_per_head
+    heads = [mean_head(members[index * k:(index + 1) * k]) for index in range(len(heads))]
     oof = out_of_fold(heads, features, labels, folds, n_classes)
-    print_validation(heads, config.views, "epochs")
+    print_validation(heads, config.views, "epochs (its longest member's)")
     return heads, oof
+
+
+def mean_head(members):
+    """One head from `members` of a fold and view (one standardisation): their mean kernel and bias, so that its
+    softmax is their predictions' geometric mean, renormalised; its epochs are its longest member's."""
+    return TrainedHead(members[0].fold, members[0].view, members[0].mean, members[0].scale,
+                       np.mean([member.kernel for member in members], axis=0),
+                       np.mean([member.bias for member in members], axis=0),
+                       epochs=max(member.epochs for member in members))
 
 
 def on_device(array):
