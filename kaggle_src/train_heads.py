@@ -27,6 +27,11 @@ from .ensembles import score_predictions
 from .errors import progress, warn
 
 
+STD_FLOOR = 0.01  # standardisation: no feature's deviation counts as less than this times the median feature's. On a
+# 10-breed stub at 75 px, real Xception weights, the logistic regressions scored 4.15 out of fold without it (chance:
+# 2.30; features 20,000 deviations out), 0.035 with it; no feature of the real photos' at 299 or 448 px is below 0.1
+
+
 @dataclass
 class TrainedHead:
     """One trained head: softmax(((x - mean) * scale) @ kernel + bias) on its view's features."""
@@ -208,9 +213,14 @@ def on_device(array):
 
 
 def standardisation(train):
-    """(mean, 1 / standard deviation) of the training rows `train` (n, d); a constant feature stays 0."""
+    """(mean, 1 / standard deviation) of the training rows `train` (n, d); a constant feature stays 0.
+
+    A feature's deviation counts as at least STD_FLOOR times the median feature's: one that barely varies over a
+    fold's rows (a rare activation) would otherwise scale an image where it does fire to thousands of deviations,
+    and its logits with it."""
     std = train.std(axis=0)
-    return train.mean(axis=0), (1 / np.where(std > 0, std, 1)).astype(np.float32)
+    floor = STD_FLOOR * np.median(std[std > 0]) if (std > 0).any() else 0.0
+    return train.mean(axis=0), (1 / np.where(std > 0, np.maximum(std, floor), 1)).astype(np.float32)
 
 
 def out_of_fold(heads, features, labels, folds, n_classes):

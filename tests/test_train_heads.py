@@ -7,7 +7,9 @@ import tensorflow as tf
 from kaggle_src.config import make_config
 from kaggle_src.ensembles import score_predictions
 from kaggle_src import train_heads as train_heads_module
-from kaggle_src.train_heads import HeadsTrainer, TrainedHead, make_folds, mean_head, standardisation, train_heads
+from kaggle_src.train_heads import (
+    STD_FLOOR, HeadsTrainer, TrainedHead, make_folds, mean_head, standardisation, train_heads,
+)
 
 
 def test_folds_are_stratified_disjoint_and_reproducible():
@@ -89,6 +91,17 @@ def test_the_mean_head_predicts_its_members_geometric_mean():
     head = mean_head(members)
     np.testing.assert_allclose(head.predict(x), geometric / geometric.sum(axis=1, keepdims=True), rtol=1e-4)
     assert (head.fold, head.view, head.epochs) == (1, 0, 9)
+
+
+def test_standardisation_scales_each_feature_by_its_deviation_but_never_past_a_floor():
+    rng = np.random.default_rng(4)
+    train = rng.normal(3, [1.0, 2.0, 4.0, 1e-7, 0.0], (200, 5)).astype(np.float32)
+    mean, scale = standardisation(train)
+    std = train.std(axis=0)
+    np.testing.assert_allclose(mean, train.mean(axis=0))
+    np.testing.assert_allclose(scale[:3], 1 / std[:3], rtol=1e-6)  # the usual ones: unit deviation
+    np.testing.assert_allclose(scale[3], 1 / (STD_FLOOR * np.median(std[:4])), rtol=1e-6)  # barely varying: the floor
+    assert scale[4] == 1  # constant: left as it is, centred to 0
 
 
 def test_without_standardise_heads_see_the_features_as_they_are_like_the_seeds():

@@ -91,6 +91,21 @@ def test_the_search_for_c_walks_the_ladder_downhill_from_its_start_and_fits_each
     assert sorted(calls) == expected and calls[:2] == [C_START, C_LADDER[C_LADDER.index(C_START) + 1]]
 
 
+def test_a_feature_that_fires_on_one_image_does_not_blow_up_its_prediction():
+    """Rare activations: each of 6 extra features is 0 but for rounding noise, except on one image. In the folds
+    that do not train on that image, its deviation there would be millions of the rows' (STD_FLOOR bounds it), and
+    so would its logits: every such image predicted at near-certainty, right or wrong."""
+    features, labels = two_alike_views()
+    rng = np.random.default_rng(3)
+    rare = rng.normal(0, 1e-6, (60, 2, 6)).astype(np.float32)
+    for column, row in enumerate(rng.choice(60, 6, replace=False)):
+        rare[row, :, column] = 5.0
+    features = np.concatenate([features, rare], axis=2)
+    folds = make_folds(labels, make_config(n_folds=3, seed=5))
+    _, oof = train_logistic(features, labels, folds, 3, make_config())
+    assert score_predictions(oof[0, 0], labels, 3)["log_loss"] < 0.2 * math.log(3)
+
+
 def test_each_fold_takes_the_candidate_the_other_folds_validate_best():
     losses = np.array([[0.10, 0.50], [0.40, 0.20], [0.45, 0.30]])  # candidate 0 wins over all folds: 0.95 to 1.00
     assert choose_by_cross_fitting(losses) == ([1, 0, 0], 0)  # fold 0's own 0.10 does not count for fold 0
