@@ -18,7 +18,8 @@ predictions are scored too. Beside it, on the same split:
   backbone's native size, its C tuned by 5-fold cross-validation (LogisticRegressionCV), fitted on every
   training row, applied to the original view;
 - that regression at each size with its test probabilities averaged over both views ("flip-averaged");
-- the seed's method at native size: no standardising, no logistic regressions, the mean of the 10 heads.
+- the seed's method at native size: no standardising, no logistic regressions, one member per head, the mean of
+  the 10 heads.
 Every number is a held-out log loss, mean and standard deviation over the splits.
 """
 import argparse
@@ -207,7 +208,7 @@ def measure_split(photos, features, sizes, native, split, args, folder):
         split_folder, saved = write_split(photos, train, held_out, features[size], size, folder / f"{split}_{size}")
         runs = {"ours": []} if size in sizes else {}
         if size == native:
-            runs["seed"] = ["--no-standardise", "--no-logistic", "--ensemble", "heads_mean"]
+            runs["seed"] = ["--no-standardise", "--no-logistic", "--members-per-head", "1", "--ensemble", "heads_mean"]
         scores = {}
         for name, arguments in runs.items():
             metrics = run_heads_only(split_folder, saved, split_folder / name, arguments)
