@@ -60,8 +60,7 @@ class Config:
     max_epochs: int = setting(50, "epochs per head at most", "N")
     patience: int = setting(5, "epochs without a better validation loss before a head stops", "N")
     members_per_head: int = setting(
-        3, "heads per fold and view, trained apart (own initialisation, dropout, batch order), then averaged into "
-        "one: their geometric mean", "N",
+        3, "heads per fold and view, trained apart, then averaged into one (their geometric mean)", "N",
     )
     standardise: bool = setting(
         True, "heads centre and scale each feature by their training fold's mean and standard deviation (the "
