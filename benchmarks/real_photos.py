@@ -3,6 +3,7 @@ regression averaged over both views, over repeated held-out splits.
 
     python -m benchmarks.real_photos                              # ../shared/real_photos, Xception, 3 splits
     python -m benchmarks.real_photos --photos DIR --breeds 40 --per-breed 30 --splits 5 --sizes 299,448,512
+    python -m benchmarks.real_photos --pipeline "--members-per-head 1"   # a setting against the defaults
 
 `--photos` is any folder in the competition's layout with labelled training images (`labels.csv` and
 `train/`): the shared real photos by default, or the real competition's own files. Real ImageNet Xception
@@ -206,7 +207,7 @@ def measure_split(photos, features, sizes, native, split, args, folder):
     result, chosen = {}, {}
     for size in sorted(set(sizes) | {native}):
         split_folder, saved = write_split(photos, train, held_out, features[size], size, folder / f"{split}_{size}")
-        runs = {"ours": []} if size in sizes else {}
+        runs = {"ours": args.pipeline.split()} if size in sizes else {}
         if size == native:
             runs["seed"] = ["--no-standardise", "--no-logistic", "--members-per-head", "1", "--ensemble", "heads_mean"]
         scores = {}
@@ -237,6 +238,8 @@ def main(argv=None):
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "real_photos",
                         help="where the weights and each size's features are kept between runs")
     parser.add_argument("--speed-turns", type=int, default=3, help="timed batches per size for the images/s row")
+    parser.add_argument("--pipeline", default="", metavar="ARGS",
+                        help="the submission's run with these pipeline flags too, e.g. '--members-per-head 1'")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
