@@ -6,8 +6,8 @@ softmax heads on the CPU, and writes the ensemble with the best out-of-fold log 
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   40deff1
-    sources sha256:  7d0d05694d4b4087320f57743f621870171b7172029e86b89264171a1b7c4aa5
+    source commit:   176f077
+    sources sha256:  49eb86951171cbb42f8ae46a8bdc2537e7f23b8631579b320f7024ec4f498ed7
     build settings:  features='/kaggle/input'
     configuration:   backbones=('xception', 'inception_v3'), image_size=448, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, members_per_head=3,
@@ -24,7 +24,7 @@ import linecache
 import sys
 
 BUILD_SETTINGS = {'features': '/kaggle/input'}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': '40deff1', 'sources_sha256': '7d0d05694d4b4087320f57743f621870171b7172029e86b89264171a1b7c4aa5', 'settings': {'features': '/kaggle/input'}}
+BUILD = {'commit': '176f077', 'sources_sha256': '49eb86951171cbb42f8ae46a8bdc2537e7f23b8631579b320f7024ec4f498ed7', 'settings': {'features': '/kaggle/input'}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -137,8 +137,7 @@ class Config:
     max_epochs: int = setting(50, "epochs per head at most", "N")
     patience: int = setting(5, "epochs without a better validation loss before a head stops", "N")
     members_per_head: int = setting(
-        3, "heads per fold and view, trained apart (own initialisation, dropout, batch order), then averaged into "
-        "one: their geometric mean", "N",
+        3, "heads per fold and view, trained apart, then averaged into one (their geometric mean)", "N",
     )
     standardise: bool = setting(
         True, "heads centre and scale each feature by their training fold's mean and standard deviation (the "
