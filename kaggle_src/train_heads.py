@@ -161,8 +161,7 @@ def train_heads(features, labels, folds, n_classes, config):
     shuffle = np.random.default_rng(config.seed)
     best_loss, best_epoch = np.full(len(members), np.inf), np.zeros(len(members), int)
     active = list(range(len(members)))
-    bar = progress(config.max_epochs, f"train {len(members)} heads ({config.members_per_head} per fold and view)",
-                   "epoch")
+    bar = progress(config.max_epochs, f"train {len(heads)} heads, {config.members_per_head} members each", "epoch")
     for epoch in range(config.max_epochs):
         orders = [shuffle.permutation(folds[members[index].fold][0]) for index in active]
         for start in range(0, max(map(len, orders)), config.head_batch_size):
