@@ -6,8 +6,8 @@ softmax heads on the CPU, and writes the ensemble with the best out-of-fold log 
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   176f077
-    sources sha256:  49eb86951171cbb42f8ae46a8bdc2537e7f23b8631579b320f7024ec4f498ed7
+    source commit:   8cba6cc
+    sources sha256:  e4e0d403608cab97833d2189204c8efb24b61a2485e4603dddda741ec6306010
     build settings:  features='/kaggle/input'
     configuration:   backbones=('xception', 'inception_v3'), image_size=448, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, members_per_head=3,
@@ -24,7 +24,7 @@ import linecache
 import sys
 
 BUILD_SETTINGS = {'features': '/kaggle/input'}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': '176f077', 'sources_sha256': '49eb86951171cbb42f8ae46a8bdc2537e7f23b8631579b320f7024ec4f498ed7', 'settings': {'features': '/kaggle/input'}}
+BUILD = {'commit': '8cba6cc', 'sources_sha256': 'e4e0d403608cab97833d2189204c8efb24b61a2485e4603dddda741ec6306010', 'settings': {'features': '/kaggle/input'}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -1316,8 +1316,7 @@ def train_heads(features, labels, folds, n_classes, config):
     shuffle = np.random.default_rng(config.seed)
     best_loss, best_epoch = np.full(len(members), np.inf), np.zeros(len(members), int)
     active = list(range(len(members)))
-    bar = progress(config.max_epochs, f"train {len(members)} heads ({config.members_per_head} per fold and view)",
-                   "epoch")
+    bar = progress(config.max_epochs, f"train {len(heads)} heads, {config.members_per_head} members each", "epoch")
     for epoch in range(config.max_epochs):
         orders = [shuffle.permutation(folds[members[index].fold][0]) for index in active]
         for start in range(0, max(map(len, orders)), config.head_batch_size):
