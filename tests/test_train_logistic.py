@@ -106,6 +106,17 @@ def test_a_feature_that_fires_on_one_image_does_not_blow_up_its_prediction():
     assert score_predictions(oof[0, 0], labels, 3)["log_loss"] < 0.2 * math.log(3)
 
 
+def test_one_trace_serves_every_fit_whatever_ran_before():
+    """A fit's arithmetic must not depend on the shapes fitted before it in the process (a generalised retrace moved
+    where L-BFGS stopped): both traced functions keep the one trace of their input signature."""
+    for n_per_class, extra in ((20, 0), (9, 5)):
+        features, labels = two_alike_views(n_per_class)
+        features = np.concatenate([features, np.ones((len(labels), 2, extra), np.float32)], axis=2)
+        train_logistic(features, labels, make_folds(labels, make_config(n_folds=3)), 3, make_config())
+    for function in (train_logistic_module.loss_and_gradient_at, train_logistic_module.search_direction):
+        assert function.experimental_get_tracing_count() == 1
+
+
 def test_each_fold_takes_the_candidate_the_other_folds_validate_best():
     losses = np.array([[0.10, 0.50], [0.40, 0.20], [0.45, 0.30]])  # candidate 0 wins over all folds: 0.95 to 1.00
     assert choose_by_cross_fitting(losses) == ([1, 0, 0], 0)  # fold 0's own 0.10 does not count for fold 0
