@@ -6,8 +6,8 @@ softmax heads on the CPU, and writes the ensemble with the best out-of-fold log 
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   8cba6cc
-    sources sha256:  e4e0d403608cab97833d2189204c8efb24b61a2485e4603dddda741ec6306010
+    source commit:   3627488
+    sources sha256:  9d1d28c9bf1b079116356ac1b4213097611eba8b7108c6232c244e7d46c5a5b6
     build settings:  features='/kaggle/input'
     configuration:   backbones=('xception', 'inception_v3'), image_size=448, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, members_per_head=3,
@@ -24,7 +24,7 @@ import linecache
 import sys
 
 BUILD_SETTINGS = {'features': '/kaggle/input'}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': '8cba6cc', 'sources_sha256': 'e4e0d403608cab97833d2189204c8efb24b61a2485e4603dddda741ec6306010', 'settings': {'features': '/kaggle/input'}}
+BUILD = {'commit': '3627488', 'sources_sha256': '9d1d28c9bf1b079116356ac1b4213097611eba8b7108c6232c244e7d46c5a5b6', 'settings': {'features': '/kaggle/input'}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -1429,6 +1429,13 @@ C_LADDER = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)  #
 C_START = 10.0  # where search_c starts: near the best C on real ImageNet features (benchmarks/README.md)
 LOGISTIC_TOLERANCE = 1e-6  # a fit stops when no gradient entry is larger (scikit-learn's default: 1e-4)
 LOGISTIC_MAX_ITERATIONS = 300  # L-BFGS iterations per fit at most (scikit-learn's default: 100)
+LBFGS_MEMORY = 10  # the steps L-BFGS remembers (scikit-learn's lbfgs: 10)
+# The traced functions below take any shape from their first call (input_signature), so that one trace serves every
+# fold and a fit's arithmetic never depends on what ran before in the process: with reduce_retracing, a process that
+# had fitted other shapes ran a generalised trace whose rounding moved where L-BFGS stopped, and a test run's
+# submission differed in the 3rd digit from the same run in a fresh process.
+MATRIX = tf.TensorSpec([None, None], tf.float32)
+SCALAR = tf.TensorSpec([], tf.float32)
 
 
 class SoftmaxRegression:
@@ -1483,7 +1490,7 @@ class SoftmaxRegression:
                 for view in range(self.n_views)]
 
 
-def minimise(loss_and_gradient, start, memory=10):
+def minimise(loss_and_gradient, start, memory=LBFGS_MEMORY):
     """Minimise a smooth convex loss from `start` by L-BFGS (Nocedal and Wright's algorithms 7.4 and 7.5) with a
     backtracking line search (sufficient decrease, halving the step). It stops as scikit-learn's lbfgs does: no
     gradient entry above LOGISTIC_TOLERANCE, a relative decrease of the loss under 64 float64 epsilons, or
@@ -1525,7 +1532,7 @@ def minimise(loss_and_gradient, start, memory=10):
     return x, LOGISTIC_MAX_ITERATIONS
 
 
-@tf.function(reduce_retracing=True)
+@tf.function(input_signature=[MATRIX, ((MATRIX, MATRIX, SCALAR),) * LBFGS_MEMORY, SCALAR])
 def search_direction(gradient, history, scale):
     """-H gradient by the two-loop recursion: H is L-BFGS' inverse Hessian estimate from `history`, (s, y, 1 / s.y)
     oldest first, starting from `scale` times the identity."""
@@ -1539,7 +1546,8 @@ def search_direction(gradient, history, scale):
     return -direction
 
 
-@tf.function(reduce_retracing=True)  # one trace serves every fold, whatever its number of rows
+@tf.function(input_signature=[tf.TensorSpec([None, None], tf.float64), MATRIX, tf.TensorSpec([None], tf.int32),
+                              tf.TensorSpec([], tf.float64)])
 def loss_and_gradient_at(parameters, rows, targets, l2_strength):
     """The objective (mean log loss + l2_strength / 2 * ||kernel||^2) and its gradient at `parameters`.
 
