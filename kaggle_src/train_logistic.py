@@ -85,7 +85,7 @@ class SoftmaxRegression:
                 for view in range(self.n_views)]
 
 
-def minimise(loss_and_gradient, start, memory=LBFGS_MEMORY):
+def minimise(loss_and_gradient, start):
     """Minimise a smooth convex loss from `start` by L-BFGS (Nocedal and Wright's algorithms 7.4 and 7.5) with a
     backtracking line search (sufficient decrease, halving the step). It stops as scikit-learn's lbfgs does: no
     gradient entry above LOGISTIC_TOLERANCE, a relative decrease of the loss under 64 float64 epsilons, or
@@ -98,7 +98,7 @@ def minimise(loss_and_gradient, start, memory=LBFGS_MEMORY):
     loss, gradient = loss_and_gradient(x)
     loss = float(loss)
     no_step = (tf.zeros_like(start, tf.float32),) * 2 + (tf.constant(0.0),)  # changes no direction
-    history = collections.deque([no_step] * memory, maxlen=memory)  # (s, y, 1 / s.y) of the last steps
+    history = collections.deque([no_step] * LBFGS_MEMORY, maxlen=LBFGS_MEMORY)  # (s, y, 1 / s.y) of the last steps
     scale = None  # s.y / y.y of the last step: the initial inverse Hessian's scale
     for iteration in range(LOGISTIC_MAX_ITERATIONS):
         if float(tf.reduce_max(tf.abs(gradient))) <= LOGISTIC_TOLERANCE:
