@@ -6,8 +6,8 @@ softmax heads on the CPU, and writes the ensemble with the best out-of-fold log 
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   3627488
-    sources sha256:  9d1d28c9bf1b079116356ac1b4213097611eba8b7108c6232c244e7d46c5a5b6
+    source commit:   1cf901f
+    sources sha256:  5977853521fab5319bb599f3a96cec50a99b9d19c76185bafa2382a7652ffc79
     build settings:  features='/kaggle/input'
     configuration:   backbones=('xception', 'inception_v3'), image_size=448, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, members_per_head=3,
@@ -24,7 +24,7 @@ import linecache
 import sys
 
 BUILD_SETTINGS = {'features': '/kaggle/input'}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': '3627488', 'sources_sha256': '9d1d28c9bf1b079116356ac1b4213097611eba8b7108c6232c244e7d46c5a5b6', 'settings': {'features': '/kaggle/input'}}
+BUILD = {'commit': '1cf901f', 'sources_sha256': '5977853521fab5319bb599f3a96cec50a99b9d19c76185bafa2382a7652ffc79', 'settings': {'features': '/kaggle/input'}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -1490,7 +1490,7 @@ class SoftmaxRegression:
                 for view in range(self.n_views)]
 
 
-def minimise(loss_and_gradient, start, memory=LBFGS_MEMORY):
+def minimise(loss_and_gradient, start):
     """Minimise a smooth convex loss from `start` by L-BFGS (Nocedal and Wright's algorithms 7.4 and 7.5) with a
     backtracking line search (sufficient decrease, halving the step). It stops as scikit-learn's lbfgs does: no
     gradient entry above LOGISTIC_TOLERANCE, a relative decrease of the loss under 64 float64 epsilons, or
@@ -1503,7 +1503,7 @@ def minimise(loss_and_gradient, start, memory=LBFGS_MEMORY):
     loss, gradient = loss_and_gradient(x)
     loss = float(loss)
     no_step = (tf.zeros_like(start, tf.float32),) * 2 + (tf.constant(0.0),)  # changes no direction
-    history = collections.deque([no_step] * memory, maxlen=memory)  # (s, y, 1 / s.y) of the last steps
+    history = collections.deque([no_step] * LBFGS_MEMORY, maxlen=LBFGS_MEMORY)  # (s, y, 1 / s.y) of the last steps
     scale = None  # s.y / y.y of the last step: the initial inverse Hessian's scale
     for iteration in range(LOGISTIC_MAX_ITERATIONS):
         if float(tf.reduce_max(tf.abs(gradient))) <= LOGISTIC_TOLERANCE:
