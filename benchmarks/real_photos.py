@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -207,7 +208,7 @@ def measure_split(photos, features, sizes, native, split, args, folder):
     result, chosen = {}, {}
     for size in sorted(set(sizes) | {native}):
         split_folder, saved = write_split(photos, train, held_out, features[size], size, folder / f"{split}_{size}")
-        runs = {"ours": args.pipeline.split()} if size in sizes else {}
+        runs = {"ours": shlex.split(args.pipeline)} if size in sizes else {}
         if size == native:
             runs["seed"] = ["--no-standardise", "--no-logistic", "--members-per-head", "1", "--ensemble", "heads_mean"]
         scores = {}
