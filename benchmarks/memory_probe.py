@@ -1,10 +1,13 @@
 """Peak memory of a full-scale load plus extraction, in a process of its own so nothing else counts.
 
     python -m benchmarks.memory_probe --sources DIR --images 20579 --size 299
+    python -m benchmarks.memory_probe --sources DIR --images 10222,10357 --size 448   # the kernel's two splits
 
 Loads `--images` images at `--size` (cycling through the JPEGs in DIR, each one decoded again) with
 kaggle_src's loader, extracts features with a cheap one-layer backbone through kaggle_src's extractor,
-and prints one JSON line: the peak RSS, the RSS before loading, and the uint8 image bytes.
+and prints one JSON line: the peak RSS, the RSS before loading, and the uint8 image bytes (of the largest split).
+Several counts are loaded one after the other, as the kernel loads the training split, extracts it, lets its
+images go and loads the test split: the features of each split are kept, the images of one at a time.
 """
 import argparse
 import json
@@ -34,17 +37,23 @@ def peak_rss_bytes():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sources", type=Path, required=True)
-    parser.add_argument("--images", type=int, default=20579)
+    parser.add_argument("--images", default="20579", help="images to load, or comma-separated counts, a split each")
     parser.add_argument("--size", type=int, default=299)
     args = parser.parse_args()
     sources = sorted(args.sources.glob("*.jpg"))
     extractor = fuse_views({"xception": cheap_backbone(args.size)}, args.size)  # fed as Xception would be
     before = peak_rss_bytes()
-    images = LoadedImages([sources[index % len(sources)] for index in range(args.images)], args.size)
-    features = extract_features(extractor, images, batch_size=64)[0]
+    features, image_bytes, seconds = [], [], 0.0
+    for count in (int(count) for count in args.images.split(",")):
+        images = LoadedImages([sources[index % len(sources)] for index in range(count)], args.size)
+        features.append(extract_features(extractor, images, batch_size=64)[0])
+        image_bytes.append(images.array.nbytes)
+        seconds += images.seconds
+        del images
     print(json.dumps({
-        "images": args.images, "size": args.size, "image_bytes": images.array.nbytes, "features_bytes": features.nbytes,
-        "rss_before_loading": before, "peak_rss": peak_rss_bytes(), "load_seconds": images.seconds,
+        "images": args.images, "size": args.size, "image_bytes": max(image_bytes), "split_image_bytes": image_bytes,
+        "features_bytes": sum(split.nbytes for split in features), "rss_before_loading": before,
+        "peak_rss": peak_rss_bytes(), "load_seconds": seconds,
     }))
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from .backbones import BACKBONES, KERAS_PRETRAINED
 from .ensembles import OPTIONS, scored_names
 from .errors import InputError, warn
+from .pseudo_labels import HARD_CONFIDENCE, PSEUDO_LABELS
 
 DEFAULT_BACKBONES = ("xception", "inception_v3")  # the seed's pair
 DRY_RUN_IMAGE_SIZE = 96  # what --dry-run uses unless --image-size is given
@@ -67,6 +68,12 @@ class Config:
         "seed's heads did not: --no-standardise); on real ImageNet features it lowered the held-out log loss "
         "of the seed's heads, and random-init features (dry runs) need it",
     )
+    pseudo_labels: str = setting(
+        "off", f"a second round of heads on the training rows plus the test rows, the first round's predictions as "
+        f"their targets, each fold's from its own first-round heads: one of {', '.join(PSEUDO_LABELS)}; soft: every "
+        f"test row, the predicted probabilities; hard: the rows predicted at {HARD_CONFIDENCE:g} or more, as that breed",
+        "MODE",
+    )
     logistic: bool = setting(
         True, "also fit logistic regressions (on the GPU when there is one), on every view, converged, their C searched from 10 "
         "(between 0.01 and 1000) and cross-fitted, refitted on every row for the test: the logistic option"
@@ -74,7 +81,7 @@ class Config:
     ensemble: str = setting(
         "", "the ensembling option to submit instead of the one chosen out of fold (every option is still "
         f"scored): one of {', '.join(option.name for option in OPTIONS)}; the tta ones need "
-        "--flips, logistic --logistic", "NAME",
+        "--flips, logistic and heads_logistic --logistic", "NAME",
         "none: the preferred option within one standard error of the best",
     )
     head_batch_size: int = setting(128, "head training batch", "N")
@@ -132,6 +139,8 @@ class Config:
             _check_at_least(self, name, 0)
         if self.precision not in PRECISIONS:
             raise InputError(f"config precision={self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if self.pseudo_labels not in PSEUDO_LABELS:
+            raise InputError(f"config pseudo_labels={self.pseudo_labels!r}: expected one of {', '.join(PSEUDO_LABELS)}")
         if self.xla not in XLA_MODES:
             raise InputError(f"config xla={self.xla!r}: expected one of {', '.join(XLA_MODES)}")
         if not 0 <= self.dropout < 1:

@@ -30,7 +30,7 @@ MAX_TEMPERATURE = 20.0  # temperatures are searched in [1 / MAX_TEMPERATURE, MAX
 @dataclass(frozen=True)
 class Option:
     name: str
-    family: str  # whose predictions: "heads" (dropout + softmax), "logistic" (logistic regressions), or "options"
+    family: str  # whose predictions: "heads" (dropout + softmax), "logistic" (logistic regressions), "both", or "options"
     tta: bool  # each head on every view (test-time augmentation), not only its own
     geometric: bool  # geometric mean (renormalised) rather than arithmetic
     temperature: bool  # temperature-scaled
@@ -48,13 +48,16 @@ OPTIONS = (
     ),
     Option("logistic", "logistic", False, False, False, "logistic regressions fitted on every view, each applied to "
            "every view, arithmetic mean"),
+    Option("heads_logistic", "both", False, True, False, "the geometric mean of the heads' (tta_geometric, or "
+           "geometric with one view) and the logistic regressions' predictions"),
     Option("blend", "options", False, False, False, "the options above, weighted to fit the out-of-fold rows"),
 )
 BLEND_ITERATIONS = 500  # EM steps for the blend's weights: each raises the likelihood
 NOISE_STANDARD_ERRORS = 1.0  # a lead in out-of-fold log loss within this many standard errors is noise
 # The order in which within_noise_of_best prefers the options: the fixed recipes by their held-out log loss on real
 # dog photos (benchmarks/README.md), then those that fit values on the out-of-fold rows, which gain there by chance
-PREFERENCE = ("tta_geometric", "geometric", "logistic", "tta", "heads_mean", "tta_geometric_temperature", "blend")
+PREFERENCE = ("heads_logistic", "tta_geometric", "geometric", "logistic", "tta", "heads_mean", "tta_geometric_temperature",
+              "blend")
 
 
 @dataclass
@@ -99,6 +102,12 @@ def score_options(predictions, labels, folds):
     """
     scored = []
     for option in OPTIONS:
+        if option.family == "both":
+            by_name = {candidate.option.name: candidate for candidate in scored}
+            if "logistic" in by_name:
+                heads = by_name.get("tta_geometric", by_name["geometric"])
+                scored.append(geometric_mean(option, [heads, by_name["logistic"]], labels))
+            continue
         if option.family == "options":
             scored.append(blend(option, scored, labels, folds))
             continue
@@ -119,6 +128,14 @@ def score_options(predictions, labels, folds):
         scores = score_predictions(oof_mean, labels, oof.shape[-1])
         scored.append(ScoredOption(option, oof_mean, test_mean, scores["log_loss"], scores["accuracy"], temperature))
     return scored
+
+
+def geometric_mean(option, scored, labels):
+    """The options `scored` combined by their predictions' geometric mean, renormalised, out of fold and on the test."""
+    oof = combine(np.stack([candidate.oof for candidate in scored]), geometric=True)
+    test = combine(np.stack([candidate.test for candidate in scored]), geometric=True)
+    scores = score_predictions(oof, labels, oof.shape[-1])
+    return ScoredOption(option, oof, test, scores["log_loss"], scores["accuracy"])
 
 
 def blend(option, scored, labels, folds):
@@ -152,7 +169,8 @@ def scored_names(flips, logistic):
     """The names of the options that a run with these settings scores, in OPTIONS' order (score_options finds
     the same from the predictions): the tta ones need the flipped view, logistic the logistic regressions."""
     return [
-        option.name for option in OPTIONS if (flips or not option.tta) and (logistic or option.family != "logistic")
+        option.name for option in OPTIONS
+        if (flips or not option.tta) and (logistic or option.family not in ("logistic", "both"))
     ]
 
 

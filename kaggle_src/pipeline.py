@@ -21,6 +21,7 @@ from .feature_cache import find_saved_features, load_features, save_features
 from .find_inputs import default_input_root, default_output_dir, find_inputs, on_kaggle, prepare_output_dir, read_competition
 from .load_images import LoadedImages
 from .predict import class_prior, predict_views
+from .pseudo_labels import pseudo_labels
 from .report import cv_metrics, report_markdown, run_metrics
 from .write_outputs import SubmissionError, write_metrics, write_predictions, write_report
 
@@ -64,6 +65,13 @@ def run(config, input_root, output_dir, build=None):
     folds = make_folds(labels, config)
     with timer("train_heads"):
         heads, oof = train_heads(train, labels, folds, n_classes, config)
+    if config.pseudo_labels != "off":  # a second round of heads, on the test rows too (pseudo_labels.py)
+        with timer("pseudo_labels"):
+            readable_test = np.delete(np.arange(len(competition.test_ids)), failed["test"])
+            pseudo = pseudo_labels(heads, features["test"], readable_test, config.pseudo_labels)
+            print(f"pseudo-labels ({config.pseudo_labels}): {np.mean([len(rows) for rows in pseudo.rows]):.0f} test "
+                  f"rows a fold; second round of heads")
+            heads, oof = train_heads(train, labels, folds, n_classes, config, pseudo)
     families = {"heads": (heads, oof)}
     if config.logistic:
         with timer("train_logistic"):

@@ -83,10 +83,11 @@ class HeadsTrainer:
     Adam's update is TensorFlow's fused kernel, one pass over every head's weights rather than several.
     """
 
-    def __init__(self, heads, features, labels, n_classes, config):
+    def __init__(self, heads, features, targets, config):
         n_samples, n_views, n_features = features.shape
+        n_classes = targets.shape[1]
         self.features = on_device(features.reshape(n_samples * n_views, n_features))  # row r, view v: r * n_views + v
-        self.labels = tf.constant(labels, tf.int32)
+        self.targets = on_device(targets)  # (target rows, classes): one-hot labels, then any pseudo-labels
         self.n_views = n_views
         self.views = tf.constant([head.view for head in heads], tf.int32)
         self.standardise = config.standardise
@@ -104,11 +105,12 @@ class HeadsTrainer:
         self.random = tf.random.Generator.from_seed(config.seed)
         self.step = tf.function(self._step, reduce_retracing=True)
 
-    def _step(self, active, rows, weights):
-        """One Adam step for heads `active` (a,) on their rows (a, batch); weight 0 marks padding.
+    def _step(self, active, rows, target_rows, weights):
+        """One Adam step for heads `active` (a,) on their feature rows (a, batch), whose targets are `target_rows`
+        of the targets; weight 0 marks padding.
 
         The gradient is written out rather than taped: each head's loss is the weighted mean cross-entropy of its
-        batch, so d loss / d logits = (softmax - one-hot) * weight / total weight, and the kernel's gradient is the
+        batch, so d loss / d logits = (softmax - target) * weight / total weight, and the kernel's gradient is the
         inputs' transpose times that. On a CPU the tape's gradients of the gathers took a third of the step.
         """
         x = tf.gather(self.features, rows * self.n_views + tf.gather(self.views, active)[:, None])
@@ -124,7 +126,7 @@ class HeadsTrainer:
         kernel = tf.cond(every_head, lambda: tf.identity(self.kernel), lambda: tf.gather(self.kernel, active))
         logits = kept_scale * tf.einsum("abd,adc->abc", x, kernel) + tf.gather(self.bias, active)[:, None]
         share = weights / tf.reduce_sum(weights, axis=1, keepdims=True)
-        d_logits = (tf.nn.softmax(logits) - tf.one_hot(tf.gather(self.labels, rows), logits.shape[-1])) * share[..., None]
+        d_logits = (tf.nn.softmax(logits) - tf.gather(self.targets, target_rows)) * share[..., None]
         gradients = tf.einsum("abd,abc->adc", x, kept_scale * d_logits), tf.reduce_sum(d_logits, axis=1)
         step = self.iterations.assign_add(1.0)
         for variable, (first, second), gradient in zip((self.kernel, self.bias), self.moments, gradients):
@@ -139,13 +141,16 @@ class HeadsTrainer:
             )
 
 
-def train_heads(features, labels, folds, n_classes, config):
+def train_heads(features, labels, folds, n_classes, config, pseudo=None):
     """Train one head per fold and view on `features` (n, views, d); return (heads, out-of-fold predictions).
 
     Each head is config.members_per_head members trained apart (their own initialisation, dropout masks and
     batch order; each stopped early on its own), with their kernels and biases averaged: softmax of the mean
     logits, which is the members' geometric mean, renormalised, as they share the fold's standardisation. So the
     ensemble costs one head's prediction, and every option downstream sees one head per fold and view.
+
+    With `pseudo` (PseudoLabels) each fold's heads also train on its test rows, towards its targets; they are
+    validated, and stopped early, on the fold's validation rows alone.
     """
     features = np.asarray(features, np.float32)
     n_views = features.shape[1]
@@ -157,21 +162,25 @@ def train_heads(features, labels, folds, n_classes, config):
         for view in range(n_views)
     ]
     members = [replace(head) for head in heads for _ in range(config.members_per_head)]
+    training, targets, every_feature = training_rows(features, labels, folds, n_classes, pseudo)
 
-    trainer = HeadsTrainer(members, features, labels, n_classes, config)
+    trainer = HeadsTrainer(members, every_feature, targets, config)
     shuffle = np.random.default_rng(config.seed)
     best_loss, best_epoch = np.full(len(members), np.inf), np.zeros(len(members), int)
     active = list(range(len(members)))
     bar = progress(config.max_epochs, f"train {len(heads)} heads, {config.members_per_head} members each", "epoch")
     for epoch in range(config.max_epochs):
-        orders = [shuffle.permutation(folds[members[index].fold][0]) for index in active]
+        orders = [shuffle.permutation(len(training[members[index].fold][0])) for index in active]
         for start in range(0, max(map(len, orders)), config.head_batch_size):
             batches = [order[start:start + config.head_batch_size] for order in orders]
             rows = np.zeros((len(active), max(map(len, batches))), np.int32)
-            weights = np.zeros(rows.shape, np.float32)
-            for index, batch in enumerate(batches):
-                rows[index, :len(batch)], weights[index, :len(batch)] = batch, 1
-            trainer.step(tf.constant(active, tf.int32), tf.constant(rows), tf.constant(weights))
+            target_rows, weights = np.zeros_like(rows), np.zeros(rows.shape, np.float32)
+            for position, (index, batch) in enumerate(zip(active, batches)):
+                feature_rows, its_targets = training[members[index].fold]
+                rows[position, :len(batch)], target_rows[position, :len(batch)] = feature_rows[batch], its_targets[batch]
+                weights[position, :len(batch)] = 1
+            trainer.step(tf.constant(active, tf.int32), tf.constant(rows), tf.constant(target_rows),
+                         tf.constant(weights))
         kernel, bias = ops.convert_to_numpy(trainer.kernel), ops.convert_to_numpy(trainer.bias)
         for index in list(active):
             member, rows = members[index], folds[members[index].fold][1]
@@ -194,6 +203,23 @@ def train_heads(features, labels, folds, n_classes, config):
     oof = out_of_fold(heads, features, labels, folds, n_classes)
     print_validation(heads, config.views, "epochs (its longest member's)")
     return heads, oof
+
+
+def training_rows(features, labels, folds, n_classes, pseudo):
+    """What each fold's heads train on: per fold (feature rows, target rows), the targets (one-hot labels, then each
+    fold's pseudo-labels) and the features they index (the training rows, then the test rows of `pseudo`)."""
+    targets = [np.eye(n_classes, dtype=np.float32)[labels]]
+    training = [(train_index, train_index) for train_index, _ in folds]
+    if pseudo is None:
+        return training, targets[0], features
+    offset = len(labels)
+    for fold, (train_index, _) in enumerate(folds):
+        rows = pseudo.rows[fold]
+        training[fold] = (np.concatenate([train_index, len(labels) + rows]),
+                          np.concatenate([train_index, offset + np.arange(len(rows))]))
+        targets.append(pseudo.targets[fold].astype(np.float32))
+        offset += len(rows)
+    return training, np.concatenate(targets), np.concatenate([features, np.asarray(pseudo.features, np.float32)])
 
 
 def mean_head(members):

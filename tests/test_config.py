@@ -143,12 +143,21 @@ def test_unknown_arguments_are_warned_of_on_stderr_with_the_closest_flag(capsys)
     ]) + "\n")
 
 
+def test_pseudo_labels_is_one_of_its_modes():
+    assert make_config(pseudo_labels="hard").pseudo_labels == "hard"
+    with pytest.raises(InputError) as error:
+        make_config(pseudo_labels="yes")
+    assert str(error.value) == "config pseudo_labels='yes': expected one of off, soft, hard"
+
+
 def test_the_ensemble_setting_names_an_option_these_settings_score():
     assert make_config(ensemble="tta").ensemble == "tta" and make_config().ensemble == ""
-    every = "heads_mean, geometric, tta, tta_geometric, tta_geometric_temperature, logistic, blend"
+    every = "heads_mean, geometric, tta, tta_geometric, tta_geometric_temperature, logistic, heads_logistic, blend"
     for overrides, scored in [
         ({"ensemble": "best"}, every),
-        ({"ensemble": "tta", "flips": False}, "heads_mean, geometric, logistic, blend"),
+        ({"ensemble": "tta", "flips": False}, "heads_mean, geometric, logistic, heads_logistic, blend"),
+        ({"ensemble": "heads_logistic", "logistic": False},
+         "heads_mean, geometric, tta, tta_geometric, tta_geometric_temperature, blend"),
         ({"ensemble": "logistic", "logistic": False},
          "heads_mean, geometric, tta, tta_geometric, tta_geometric_temperature, blend"),
     ]:

@@ -53,6 +53,16 @@ def test_each_option_combines_its_members_and_is_scored_out_of_fold():
         assert math.isclose(scored[name].log_loss, log_loss(expected_oof, labels), rel_tol=1e-6), name
         assert scored[name].accuracy == (expected_oof.argmax(axis=1) == labels).mean(), name
         assert scored[name].temperature is None and "temperature" not in scored[name].scores()
+    both = scored["heads_logistic"]  # the two families' fixed recipes, geometric mean of the pair
+    for ours, heads, logistic in ((both.oof, *[expected[n][0] for n in ("tta_geometric", "logistic")]),
+                                  (both.test, *[expected[n][1] for n in ("tta_geometric", "logistic")])):
+        np.testing.assert_allclose(ours, geometric(np.stack([heads, logistic])), rtol=1e-6)
+    assert math.isclose(both.log_loss, log_loss(both.oof, labels), rel_tol=1e-6)
+    one_view = {s.option.name: s for s in score_options(
+        {"heads": (oof[:1, :1], test[:, :1, :1]), "logistic": (logistic_oof[:, :1], logistic_test[:, :, :1])},
+        labels, folds)}
+    np.testing.assert_allclose(one_view["heads_logistic"].oof,
+                               geometric(np.stack([one_view["geometric"].oof, one_view["logistic"].oof])), rtol=1e-6)
     tempered = scored["tta_geometric_temperature"]
     temperature = fit_temperature(expected["tta_geometric"][0], labels)
     assert tempered.temperature == temperature and tempered.scores()["temperature"] == temperature

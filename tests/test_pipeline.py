@@ -107,10 +107,10 @@ STOPS = {
                                          "config image_size=72: expected at least 75 for these backbones"),
     "ensemble not an option": (lambda c: None, ["--dry-run", "--ensemble", "best"],
                                "config ensemble='best': expected one of the options these settings score: "
-                               "heads_mean, geometric, tta, tta_geometric, tta_geometric_temperature, logistic, blend"),
+                               "heads_mean, geometric, tta, tta_geometric, tta_geometric_temperature, logistic, heads_logistic, blend"),
     "ensemble not scored without flips": (lambda c: None, ["--dry-run", "--no-flips", "--ensemble", "tta"],
                                           "config ensemble='tta': expected one of the options these settings score: "
-                                          "heads_mean, geometric, logistic, blend"),
+                                          "heads_mean, geometric, logistic, heads_logistic, blend"),
     "a flag's value of the wrong type": (lambda c: None, ["--dry-run", "--image-size", "abc"],
                                          "config image_size='abc': expected an integer"),
     "a switch given a value": (lambda c: None, ["--dry-run", "--flips=yes"],

@@ -149,7 +149,7 @@ def test_each_step_is_keras_adam_on_each_heads_own_batch_and_a_stopped_head_leav
     heads = [TrainedHead(fold, view, *standardisation(features[:20, view]), kernel=None, bias=None)
              for fold, view in ((0, 0), (1, 1), (2, 0))]
     config = make_config(dropout=0.0, learning_rate=0.05)
-    trainer = HeadsTrainer(heads, features, labels, 3, config)
+    trainer = HeadsTrainer(heads, features, np.eye(3, dtype=np.float32)[labels], config)
     initial = trainer.kernel.numpy()
     batches = [[np.arange(0, 10), np.arange(10, 16), np.arange(20, 30)], [np.arange(5, 15), np.arange(0, 7)]]
     steps = [[0, 1, 2], [0, 2]]  # head 1 has stopped before the second step
@@ -159,7 +159,7 @@ def test_each_step_is_keras_adam_on_each_heads_own_batch_and_a_stopped_head_leav
         weights = np.zeros(rows.shape, np.float32)
         for index, head_rows in enumerate(batch):
             rows[index, :len(head_rows)], weights[index, :len(head_rows)] = head_rows, 1
-        trainer.step(tf.constant(active, tf.int32), tf.constant(rows), tf.constant(weights))
+        trainer.step(tf.constant(active, tf.int32), tf.constant(rows), tf.constant(rows), tf.constant(weights))
         after |= {index: (trainer.kernel.numpy()[index], trainer.bias.numpy()[index]) for index in active}
     for index, head in enumerate(heads):
         model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3, activation="softmax")])
@@ -171,3 +171,59 @@ def test_each_step_is_keras_adam_on_each_heads_own_batch_and_a_stopped_head_leav
                 model.train_on_batch((features[head_rows, head.view] - head.mean) * head.scale, labels[head_rows])
         for ours, keras_weights in zip(after[index], model.get_weights()):
             np.testing.assert_allclose(ours, keras_weights, rtol=1e-4, atol=1e-6)
+
+
+def test_pseudo_labels_come_from_each_folds_own_first_round_heads():
+    """Fold k's pseudo-labels are the geometric mean of fold k's heads over every view (never another fold's, which
+    trained on fold k's validation rows); hard ones keep only the rows predicted at HARD_CONFIDENCE or more."""
+    from kaggle_src.pseudo_labels import HARD_CONFIDENCE, pseudo_labels
+
+    rng = np.random.default_rng(1)
+    test = rng.normal(0, 1, (6, 2, 4)).astype(np.float32)
+    heads = [TrainedHead(fold, view, np.zeros(4, np.float32), np.ones(4, np.float32),
+                         rng.normal(0, 3, (4, 3)).astype(np.float32), np.zeros(3, np.float32))
+             for fold in range(2) for view in range(2)]
+    readable = np.array([0, 2, 3, 4, 5])  # row 1 unreadable: never a pseudo-label
+    soft = pseudo_labels(heads, test, readable, "soft")
+    for fold in range(2):
+        own = [head.predict(test[readable, view]) for head in heads if head.fold == fold for view in range(2)]
+        expected = np.exp(np.log(own).mean(axis=0))
+        np.testing.assert_allclose(soft.targets[fold], expected / expected.sum(axis=1, keepdims=True), rtol=1e-5)
+        assert list(soft.rows[fold]) == list(readable)
+    hard = pseudo_labels(heads, test, readable, "hard")
+    for fold in range(2):
+        confident = soft.targets[fold].max(axis=1) >= HARD_CONFIDENCE
+        assert list(hard.rows[fold]) == list(readable[confident])
+        assert (hard.targets[fold].argmax(axis=1) == soft.targets[fold][confident].argmax(axis=1)).all()
+        assert (hard.targets[fold].max(axis=1) == 1).all()
+    assert any(len(hard.rows[fold]) < len(readable) for fold in range(2))  # the threshold left some out
+
+
+def test_second_round_heads_train_on_their_folds_test_rows_and_are_validated_on_training_rows_alone():
+    """With pseudo-labels each fold's heads train on its training rows plus its own test rows, towards its own targets;
+    validation (and so early stopping and the out-of-fold predictions) sees the training rows only. Test rows whose
+    pseudo-labels carry the true breeds teach heads that saw too few training rows."""
+    from kaggle_src.pseudo_labels import PseudoLabels
+    from kaggle_src.train_heads import training_rows
+
+    features, labels = separable(n_per_class=30, seed=3)
+    train, test = features[::6], features[1::6]  # 5 training rows a breed: too few for the heads alone
+    train_labels, test_labels = labels[::6], labels[1::6]
+    config = make_config(n_folds=5, max_epochs=30, patience=30, learning_rate=0.02)
+    folds = make_folds(train_labels, config)
+    truth = np.eye(3)[test_labels]
+    pseudo = PseudoLabels(test, [np.arange(len(test)), np.arange(0, len(test), 2)] + [np.arange(len(test))] * 3,
+                          [truth, truth[::2]] + [truth] * 3)
+    training, targets, every_feature = training_rows(train, train_labels, folds, 3, pseudo)
+    assert len(every_feature) == len(train) + len(test)
+    for fold, ((train_index, validation_index), (rows, target_rows)) in enumerate(zip(folds, training)):
+        assert not set(rows) & set(validation_index)  # a validation row never trains its own fold
+        np.testing.assert_array_equal(rows[:len(train_index)], train_index)
+        np.testing.assert_array_equal(rows[len(train_index):], len(train) + pseudo.rows[fold])
+        np.testing.assert_array_equal(targets[target_rows[len(train_index):]], pseudo.targets[fold])
+        np.testing.assert_array_equal(targets[target_rows[:len(train_index)]], np.eye(3)[train_labels[train_index]])
+    _, oof_alone = train_heads(train, train_labels, folds, 3, config)
+    heads, oof = train_heads(train, train_labels, folds, 3, config, pseudo)
+    assert oof.shape == oof_alone.shape == (2, 2, len(train), 3)
+    alone, with_pseudo = (score_predictions(o[0, 0], train_labels, 3)["log_loss"] for o in (oof_alone, oof))
+    assert with_pseudo < 0.8 * alone
