@@ -44,7 +44,7 @@ import pandas as pd  # noqa: E402
 
 from kaggle_src.backbones import BACKBONES  # noqa: E402
 from kaggle_src.config import make_config  # noqa: E402
-from kaggle_src.ensembles import score_predictions  # noqa: E402
+from kaggle_src.ensembles import combine, score_predictions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = REPO.parent / "shared" / "real_photos" / "dog-breed-identification"
@@ -52,19 +52,32 @@ BACKBONE = "xception"  # the only backbone with real weights here (tools/real_we
 PEER_CS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # the public kernel's C grid, cross-validated
 
 
-def read_photos(folder, breeds=0, per_breed=0):
-    """The labelled photos under `folder` as a DataFrame (id, breed, path), sorted by id; `breeds` > 0 keeps the
-    breeds with the most photos, `per_breed` > 0 at most that many photos of each (the first by id)."""
+def read_photos(folder):
+    """Every labelled photo under `folder` as a DataFrame (id, breed, path), sorted by id."""
     labels = next(Path(folder).rglob("labels.csv"), None)
     if labels is None:
         sys.exit(f"error: {folder}: no labels.csv under it (expected the competition's layout)")
     photos = pd.read_csv(labels).sort_values("id", ignore_index=True)
     photos["path"] = [str(labels.parent / "train" / f"{image_id}.jpg") for image_id in photos["id"]]
+    return photos
+
+
+def photo_part(ids):
+    """Each photo's part, by a hash of its content's id (the file's md5): "choose" for about half, "confirm" for the
+    rest. Defaults are chosen on the first and confirmed on the second, which took no part in choosing them."""
+    return np.array(["choose" if hashlib.sha256(f"part:{image_id}".encode()).digest()[0] % 2 == 0 else "confirm"
+                     for image_id in ids])
+
+
+def select_photos(photos, part="all", breeds=0, per_breed=0):
+    """The indices of `photos` to measure on: those of `part` (all, choose or confirm: photo_part); `breeds` > 0 keeps
+    the breeds with the most photos, `per_breed` > 0 at most that many photos of each (the first by id)."""
+    kept = photos[(photo_part(photos["id"]) == part) | (part == "all")]
     if breeds:
-        photos = photos[photos["breed"].isin(photos["breed"].value_counts().index[:breeds])]
+        kept = kept[kept["breed"].isin(kept["breed"].value_counts().index[:breeds])]
     if per_breed:
-        photos = photos.groupby("breed", group_keys=False).head(per_breed)
-    return photos.reset_index(drop=True)
+        kept = kept.groupby("breed", group_keys=False).head(per_breed)
+    return kept.index.to_numpy()
 
 
 def real_weights(cache):
@@ -205,7 +218,7 @@ def measure_split(photos, features, sizes, native, split, args, folder):
     classes = sorted(photos["breed"].unique())
     breeds = np.array([classes.index(breed) for breed in photos["breed"]])
     train, held_out = held_out_split(breeds, args.held_out, seed=split)
-    result, chosen = {}, {}
+    result, chosen, submitted = {}, {}, {}
     for size in sorted(set(sizes) | {native}):
         split_folder, saved = write_split(photos, train, held_out, features[size], size, folder / f"{split}_{size}")
         runs = {"ours": shlex.split(args.pipeline)} if size in sizes else {}
@@ -217,18 +230,25 @@ def measure_split(photos, features, sizes, native, split, args, folder):
             for option, loss in held_out_scores(split_folder / name, breeds[held_out], classes).items():
                 scores[f"{name}:{option}"] = loss
             if name == "ours":
+                submitted[size] = pd.read_csv(split_folder / name / "submission.csv").iloc[:, 1:].to_numpy()
                 chosen[size] = metrics["chosen"]["option"]
                 scores["ours:oof"] = metrics["oof"]["ensemble"]["log_loss"]
                 scores["ours:lowest_oof"] = scores[f"ours:{metrics['chosen']['best_out_of_fold']}"]
         peer = public_kernel(features[size][train], breeds[train], features[size][held_out], breeds[held_out],
                              len(classes))
         result[size] = {**scores, **peer}
+    if len(submitted) > 1:  # several scales: the submissions' geometric mean, as extra views would combine
+        result[max(sizes)]["ours:sizes_geometric"] = score_predictions(
+            combine(np.stack(list(submitted.values())), geometric=True), breeds[held_out], len(classes))["log_loss"]
     return result, chosen, (len(train), len(held_out))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=Path, default=PHOTOS, help="a folder in the competition's layout")
+    parser.add_argument("--part", choices=("all", "choose", "confirm"), default="all",
+                        help="the photos measured on: all, or the half that defaults are chosen on, or the other half "
+                             "they are confirmed on (by a hash of each photo's id)")
     parser.add_argument("--breeds", type=int, default=0, help="keep the N breeds with the most photos (0: all)")
     parser.add_argument("--per-breed", type=int, default=0, help="at most N photos of each breed (0: all)")
     parser.add_argument("--sizes", default="299,448", help="image sizes the submission is measured at")
@@ -238,20 +258,24 @@ def main(argv=None):
     parser.add_argument("--weights", type=Path, help="Xception's no-top weights file (default: tools/real_weights.py)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "real_photos",
                         help="where the weights and each size's features are kept between runs")
-    parser.add_argument("--speed-turns", type=int, default=3, help="timed batches per size for the images/s row")
+    parser.add_argument("--speed-turns", type=int, default=3, help="timed batches per size for the images/s row (0: none)")
     parser.add_argument("--pipeline", default="", metavar="ARGS",
                         help="the submission's run with these pipeline flags too, e.g. '--members-per-head 1'")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
-    photos = read_photos(args.photos, args.breeds, args.per_breed)
+    every_photo = read_photos(args.photos)
     weights = args.weights or real_weights(args.cache)
     native = BACKBONES[BACKBONE].native_size
     sizes = [int(size) for size in args.sizes.split(",")]
-    features = {size: photo_features(photos, size, weights, args.cache) for size in sorted(set(sizes) | {native})}
-    speed = extraction_speed(sorted(features), weights, args.speed_turns)
-    print("extraction on this machine, images/s (both views): "
-          + ", ".join(f"{speed[size]:.2f} at {size}px" for size in speed), flush=True)
+    kept = select_photos(every_photo, args.part, args.breeds, args.per_breed)
+    photos = every_photo.iloc[kept].reset_index(drop=True)
+    features = {size: photo_features(every_photo, size, weights, args.cache)[kept]
+                for size in sorted(set(sizes) | {native})}
+    speed = extraction_speed(sorted(features), weights, args.speed_turns) if args.speed_turns else {}
+    if speed:
+        print("extraction on this machine, images/s (both views): "
+              + ", ".join(f"{speed[size]:.2f} at {size}px" for size in speed), flush=True)
     splits = []
     with tempfile.TemporaryDirectory() as folder:
         for split in range(args.first_split, args.first_split + args.splits):
@@ -262,7 +286,8 @@ def main(argv=None):
                   + ", ".join(f"{option} at {size}px" for size, option in chosen.items()), flush=True)
     print_table(splits, sizes, native, speed, len(photos), photos["breed"].nunique())
     if args.json:
-        args.json.write_text(json.dumps({"photos": len(photos), "speed": speed, "splits": splits}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"photos": len(photos), "part": args.part, "held_out": args.held_out,
+                                         "pipeline": args.pipeline, "speed": speed, "splits": splits}, indent=1) + "\n")
 
 
 def print_table(splits, sizes, native, speed, n_photos, n_breeds):
@@ -274,9 +299,11 @@ def print_table(splits, sizes, native, speed, n_photos, n_breeds):
 
     public = cell(native, "public_kernel")[1]
     options = sorted({key.split(":")[1] for split in splits for key in split["scores"][sizes[0]]
-                      if key.startswith("ours:") and key not in ("ours:submission", "ours:oof", "ours:lowest_oof")})
+                      if key.startswith("ours:")
+                      and key not in ("ours:submission", "ours:oof", "ours:lowest_oof", "ours:sizes_geometric")})
     rows = [("the submission", "ours:submission"), ("its out-of-fold log loss", "ours:oof"),
             ("the option with the lowest out-of-fold log loss", "ours:lowest_oof"),
+            ("the submissions at every size, geometric mean", "ours:sizes_geometric"),
             *[(f"option `{option}`", f"ours:{option}") for option in options],
             ("logistic regression, flip-averaged", "flip_averaged"),
             (f"public kernel (original view; at {native}px: the reference)", "public_kernel"),
@@ -293,10 +320,11 @@ def print_table(splits, sizes, native, speed, n_photos, n_breeds):
     print("| submission / flip-averaged regression, same size | " + " | ".join(
         f"{cell(size, 'ours:submission')[1] / cell(size, 'flip_averaged')[1]:.2f}x" if size in sizes else "-"
         for size in shown) + " |")
-    print("| extraction, images/s (both views, Xception, this CPU) | "
-          + " | ".join(f"{speed[size]:.2f}" for size in shown) + " |")
-    print("| extraction cost relative to native size: measured / FLOPs | "
-          + " | ".join(f"{speed[native] / speed[size]:.2f}x / {(size / native) ** 2:.2f}x" for size in shown) + " |")
+    if speed:
+        print("| extraction, images/s (both views, Xception, this CPU) | "
+              + " | ".join(f"{speed[size]:.2f}" for size in shown) + " |")
+        print("| extraction cost relative to native size: measured / FLOPs | "
+              + " | ".join(f"{speed[native] / speed[size]:.2f}x / {(size / native) ** 2:.2f}x" for size in shown) + " |")
     print("| submitted options | " + " | ".join(
         ", ".join(split["chosen"].get(size, "-") for split in splits) if size in sizes else "-" for size in shown)
         + " |")
