@@ -31,7 +31,6 @@ from pathlib import Path
 import build_kernel
 from build_kernel import KERNELS, REPO
 from kaggle_src.errors import InputError, warn
-from kaggle_src.pictures import draw_experiments
 
 COMPETITION = build_kernel.COMPETITION
 EXPERIMENTS_LOG = REPO / "experiments.csv"
@@ -222,6 +221,8 @@ def refresh_scores(log):
 def draw_scores(rows, log):
     """Draw experiments.png (the log's name, .png) beside the experiments `log` from its `rows`: each submission's
     CV log loss and public score; or say in one line that no submission has a public score yet."""
+    from kaggle_src.pictures import draw_experiments  # here: matplotlib only for --scores
+
     picture = Path(log).with_suffix(".png")
     submissions = draw_experiments(rows, picture)
     if submissions:

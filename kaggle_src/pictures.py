@@ -10,6 +10,7 @@ no pyplot, no display. Each file is written to a temporary name and renamed, as 
 """
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +67,7 @@ class Photos:
     labels: np.ndarray
     classes: list
     ids: list
-    photo: object
+    photo: Callable[[int], np.ndarray | None]
 
     def readable(self, rows, count):
         """The first `count` of `rows` whose photo can be read: [(row, thumbnail)]."""
@@ -89,8 +90,9 @@ class Photos:
 
 def draw_pictures(chosen, labels, competition, readable, thumbnails, confused, output_dir):
     """Draw mistakes.jpg, confused.jpg and calibration.png of the `chosen` option's out-of-fold predictions of the
-    `readable` training images (their indices; `labels`, their classes), the pairs `confused` (confused_pairs) most,
-    into `output_dir`; return what metrics.json records of them (None for a sheet not drawn; its old file removed).
+    `readable` training images (their indices; `labels`, their classes) into `output_dir`, the breed pairs it
+    confused most being `confused` (report.confused_pairs); return what metrics.json records of them (None for a
+    sheet not drawn, whose old file is removed).
 
     The photos come from `thumbnails` (make_thumbnails of every training image) or, in a run that read its features
     (None), from the files in train/: the few the sheets show. Unreadable photos are left out.
