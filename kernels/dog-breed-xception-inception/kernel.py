@@ -7,8 +7,8 @@ softmax heads, and writes the ensemble with the best out-of-fold log loss to
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   58e1d4a
-    sources sha256:  67139708c98ad5ca890bcb3942c2064730ccd4169971563904cd4f10f0432946
+    source commit:   24069ec
+    sources sha256:  9497dbe85a43583c05b00dfd278449d2f2d6969f84198d76bc125a5a30edbb3e
     build settings:  none (the defaults)
     configuration:   backbones=('xception', 'inception_v3'), image_size=448, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, members_per_head=3,
@@ -25,7 +25,7 @@ import linecache
 import sys
 
 BUILD_SETTINGS = {}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': '58e1d4a', 'sources_sha256': '67139708c98ad5ca890bcb3942c2064730ccd4169971563904cd4f10f0432946', 'settings': {}}
+BUILD = {'commit': '24069ec', 'sources_sha256': '9497dbe85a43583c05b00dfd278449d2f2d6969f84198d76bc125a5a30edbb3e', 'settings': {}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -1999,7 +1999,7 @@ def validate_submission(submission, test_ids, classes):
 def write_submission(submission, test_ids, classes, path):
     """Validate, then write `submission` atomically to `path`."""
     validate_submission(submission, test_ids, classes)
-    _write_atomically(path, lambda temporary: submission.to_csv(temporary, index=False, float_format="%.7g"))
+    write_atomically(path, lambda temporary: submission.to_csv(temporary, index=False, float_format="%.7g"))
 
 
 def write_test_predictions(predictions, test_ids, classes, folder):
@@ -2024,20 +2024,22 @@ def write_oof_predictions(train_ids, breeds, classes, probabilities, path):
     normalised as the submission's are, so that a blend with other kernels' predictions can be scored out of fold."""
     predictions = make_submission(train_ids, classes, probabilities)
     predictions.insert(1, "breed", list(breeds))
-    _write_atomically(path, lambda temporary: predictions.to_csv(temporary, index=False, float_format="%.7g"))
+    write_atomically(path, lambda temporary: predictions.to_csv(temporary, index=False, float_format="%.7g"))
 
 
 def write_metrics(metrics, path):
     """Write the metrics dict as indented JSON, atomically."""
-    _write_atomically(path, lambda temporary: Path(temporary).write_text(json.dumps(metrics, indent=2) + "\n"))
+    write_atomically(path, lambda temporary: Path(temporary).write_text(json.dumps(metrics, indent=2) + "\n"))
 
 
 def write_report(text, path):
     """Write the report's markdown `text`, atomically."""
-    _write_atomically(path, lambda temporary: Path(temporary).write_text(text))
+    write_atomically(path, lambda temporary: Path(temporary).write_text(text))
 
 
-def _write_atomically(path, write):
+def write_atomically(path, write):
+    """Write `path` by `write(temporary)` to a temporary name beside it, then rename that into place: a failed write
+    leaves no half-written file and keeps the old one."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp")
     try:
@@ -2051,7 +2053,7 @@ def _write_atomically(path, write):
 SOURCES['kaggle_src.report'] = r'''
 """A run's account: metrics.json's content, gathered from what the stages returned, and report.md, a short
 reading of it: one line on the submitted option, the ensembling options' out-of-fold scores, the breeds most
-often mistaken for each other, and the time per stage."""
+often mistaken for each other, links to the pictures, and the time per stage."""
 import math
 
 import numpy as np
@@ -2196,6 +2198,10 @@ def report_markdown(metrics):
             else ["None: every out-of-fold prediction's top breed is the true one."]
         ),
         "",
+        "## Pictures",
+        "",
+        *picture_lines(metrics["pictures"]),
+        "",
         "## Time per stage",
         "",
         "| stage | seconds |",
@@ -2208,8 +2214,331 @@ def report_markdown(metrics):
     return "\n".join(lines) + "\n"
 
 
+def picture_lines(pictures):
+    """report.md's links to the pictures (pictures.draw_pictures), each after a line on what it shows."""
+    mistakes, confused, calibration = pictures["mistakes"], pictures["confused"], pictures["calibration"]
+    lines = []
+    if mistakes:
+        mistaken = sum(photo["predicted"] != photo["breed"] for photo in mistakes["photos"])
+        lines += [f"The {len(mistakes['photos'])} training photos of the highest out-of-fold log loss, {mistaken} "
+                  f"mistaken: the label or the model? ![mistakes]({mistakes['file']})", ""]
+    else:
+        lines += ["No photo sheets: no training photo could be read.", ""]
+    if confused:
+        lines += [f"The {len(confused['pairs'])} most-confused breed pairs, the photos of each most taken for the "
+                  f"other first: ![confused]({confused['file']})", ""]
+    elif mistakes:
+        lines += ["No sheet of confused breeds: none was taken for another.", ""]
+    return [*lines, f"Calibration out of fold, confidence against accuracy (expected calibration error "
+                    f"{calibration['expected_calibration_error']:.3f}): ![calibration]({calibration['file']})"]
+
+
 def _bold(text, bold):
     return f"**{text}** (submitted)" if bold else text
+'''
+
+# ---- kaggle_src/pictures.py ----
+SOURCES['kaggle_src.pictures'] = r'''
+"""The pictures a competitor looks at before reading report.md: the training photos the submitted option gets most
+wrong (mistakes.jpg), photos of the breeds it confuses most (confused.jpg), its calibration out of fold
+(calibration.png) and, for leaderboard.py --scores, each submission's CV log loss beside its public score
+(experiments.png).
+
+The photo sheets are drawn with OpenCV from THUMBNAIL-px copies of the training images, made while a run holds them
+in memory (make_thumbnails), so that no image is decoded twice and the full-size array can go; a run that read saved
+features decodes the few photos the sheets show. The plots use matplotlib's object-oriented API on its Agg canvas:
+no pyplot, no display. Each file is written to a temporary name and renamed, as every output is.
+"""
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .ensembles import as_kaggle_scores
+from .errors import warn
+from .load_images import load_image
+from .write_outputs import write_atomically
+
+THUMBNAIL = 96  # px, a training image's copy kept for the sheets: 0.28 GB for the competition's 10,222 images
+SCALE = 2  # a thumbnail is drawn at twice its size
+PAD = 4  # px around each photo
+FONT, FONT_SCALE, TITLE_SCALE, LINE = cv2.FONT_HERSHEY_SIMPLEX, 0.4, 0.5, 14  # the font, its scales, px a caption line
+CAPTION_LINES = 4  # the true breed and the predicted one, two lines each at most
+CELL_WIDTH = THUMBNAIL * SCALE + 2 * PAD
+CELL_HEIGHT = THUMBNAIL * SCALE + 2 * PAD + CAPTION_LINES * LINE
+HEADER = 28  # px of the title line above the cells
+COLUMNS = 6  # photos per row of a sheet
+MISTAKES = 24  # photos on mistakes.jpg
+PAIRS, PER_SIDE = 4, 3  # confused.jpg: a row per pair, PER_SIDE photos of each breed
+BINS = 10  # calibration.png's confidence bins, of equal width
+JPEG_QUALITY = 85
+MISTAKES_FILE, CONFUSED_FILE, CALIBRATION_FILE = "mistakes.jpg", "confused.jpg", "calibration.png"
+BLACK, GREEN, RED = (0, 0, 0), (0, 110, 0), (190, 0, 0)  # RGB
+
+
+def make_thumbnails(images):
+    """THUMBNAIL-px copies of `images` (n, size, size, 3) uint8, made while a run holds its training images, so that
+    the sheets need not decode them again."""
+    thumbnails = np.empty((len(images), THUMBNAIL, THUMBNAIL, 3), np.uint8)
+    for index, image in enumerate(images):
+        thumbnails[index] = shrink(image, THUMBNAIL)
+    return thumbnails
+
+
+def shrink(image, size):
+    """`image` resized to `size` x `size`: from more than twice as large, bilinear to twice the size, then averaged
+    2 x 2 (INTER_AREA's fast path at an integer ratio), without aliasing at a third of INTER_AREA's time."""
+    if image.shape[0] > 2 * size:
+        image = cv2.resize(image, (2 * size, 2 * size), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+
+
+@dataclass
+class Photos:
+    """The submitted option's out-of-fold `probabilities` (n, classes) of the readable training photos, their
+    `labels`, `ids` and `classes`, and `photo(row)`: that photo's thumbnail, or None if it cannot be read."""
+
+    probabilities: np.ndarray
+    labels: np.ndarray
+    classes: list
+    ids: list
+    photo: Callable[[int], np.ndarray | None]
+
+    def readable(self, rows, count):
+        """The first `count` of `rows` whose photo can be read: [(row, thumbnail)]."""
+        found = []
+        for row in rows:
+            if len(found) == count:
+                break
+            thumbnail = self.photo(row)
+            if thumbnail is not None:
+                found.append((row, thumbnail))
+        return found
+
+    def record(self, row):
+        """What metrics.json records of a photo on a sheet: its id, true and predicted breeds, and the probability
+        of each."""
+        label, predicted = self.labels[row], int(self.probabilities[row].argmax())
+        return {"id": self.ids[row], "breed": self.classes[label], "p_breed": float(self.probabilities[row, label]),
+                "predicted": self.classes[predicted], "p_predicted": float(self.probabilities[row, predicted])}
+
+
+def draw_pictures(chosen, labels, competition, readable, thumbnails, confused, output_dir):
+    """Draw mistakes.jpg, confused.jpg and calibration.png of the `chosen` option's out-of-fold predictions of the
+    `readable` training images (their indices; `labels`, their classes) into `output_dir`, the breed pairs it
+    confused most being `confused` (report.confused_pairs); return what metrics.json records of them (None for a
+    sheet not drawn, whose old file is removed).
+
+    The photos come from `thumbnails` (make_thumbnails of every training image) or, in a run that read its features
+    (None), from the files in train/: the few the sheets show. Unreadable photos are left out.
+    """
+    option = chosen.option.name
+    probabilities = as_kaggle_scores(chosen.oof)
+    if thumbnails is not None:
+        def photo(row):
+            return thumbnails[readable[row]]
+    else:
+        paths = competition.image_paths("train")
+
+        @functools.cache
+        def photo(row):
+            return load_image(paths[readable[row]], THUMBNAIL)
+    photos = Photos(probabilities, labels, competition.classes, [competition.train_ids[i] for i in readable], photo)
+    pictures = {"mistakes": draw_mistakes(photos, option, output_dir / MISTAKES_FILE), "confused": None}
+    if pictures["mistakes"] is None:
+        warn(f"{competition.directory / 'train'}: no training photo could be read; {MISTAKES_FILE} and "
+             f"{CONFUSED_FILE} not drawn")
+    else:
+        pictures["confused"] = draw_confused(photos, confused, option, output_dir / CONFUSED_FILE)
+    pictures["calibration"] = draw_calibration(probabilities, labels, option, chosen.log_loss,
+                                               output_dir / CALIBRATION_FILE)
+    for name, file in (("mistakes", MISTAKES_FILE), ("confused", CONFUSED_FILE)):
+        if pictures[name] is None:
+            (output_dir / file).unlink(missing_ok=True)
+    return pictures
+
+
+def draw_mistakes(photos, option, path):
+    """Write to `path` the MISTAKES readable photos of the highest out-of-fold log loss, highest first, each captioned
+    with its true and predicted breeds and their probabilities (as many as there are, mistaken or not: the title
+    says how many are); return {file, photos: their records}, or None when no photo can be read."""
+    loss = -np.log(photos.probabilities[np.arange(len(photos.labels)), photos.labels])
+    worst = photos.readable(np.argsort(-loss, kind="stable"), MISTAKES)
+    if not worst:
+        return None
+    records = [photos.record(row) for row, _ in worst]
+    mistaken = sum(record["predicted"] != record["breed"] for record in records)
+    title = (f"The {len(records)} training photos of the highest out-of-fold log loss ({option}), "
+             f"{mistaken} of them mistaken")
+    write_jpeg(path, draw_sheet([thumbnail for _, thumbnail in worst], [caption(record) for record in records], title))
+    return {"file": path.name, "photos": records}
+
+
+def draw_confused(photos, confused, option, path):
+    """Write to `path` a row for each of the first PAIRS `confused` pairs of breeds: PER_SIDE readable photos of
+    each breed, those given the other breed's highest probability first; return {file, pairs: [{breeds, ids: [the
+    first breed's, the second's]}]}, or None when no pair was confused."""
+    if not confused:
+        return None
+    cells, pairs = [], []
+    for pair in confused[:PAIRS]:
+        first, second = (photos.classes.index(breed) for breed in pair["breeds"])
+        ids = []
+        for breed, other in ((first, second), (second, first)):
+            rows = np.flatnonzero(photos.labels == breed)
+            side = photos.readable(rows[np.argsort(-photos.probabilities[rows, other], kind="stable")], PER_SIDE)
+            ids.append([photos.ids[row] for row, _ in side])
+            cells += [(thumbnail, caption(photos.record(row))) for row, thumbnail in side]
+            cells += [(None, [])] * (PER_SIDE - len(side))
+        pairs.append({"breeds": pair["breeds"], "ids": ids})
+    title = f"The {len(pairs)} breed pairs most confused out of fold ({option}): the photos most taken for the other"
+    write_jpeg(path, draw_sheet([cell[0] for cell in cells], [cell[1] for cell in cells], title))
+    return {"file": path.name, "pairs": pairs}
+
+
+def caption(record):
+    """A photo's caption lines [(text, RGB colour)]: its true breed and probability, then the predicted ones, in red
+    when mistaken."""
+    width = THUMBNAIL * SCALE
+    colour = GREEN if record["predicted"] == record["breed"] else RED
+    return ([(line, GREEN) for line in fit(f"true {record['p_breed']:.2f} {breed_name(record['breed'])}", width, 2)]
+            + [(line, colour) for line in fit(f"pred {record['p_predicted']:.2f} "
+                                              f"{breed_name(record['predicted'])}", width, 2)])
+
+
+def breed_name(breed):
+    """A breed as a caption shows it, words apart so that a long one wraps between them."""
+    return breed.replace("_", " ")
+
+
+def draw_sheet(photos, captions, title):
+    """A white sheet under a `title` line, COLUMNS cells a row, each a photo (THUMBNAIL px RGB, or None: left blank)
+    drawn SCALE times as large above its caption lines [(text, RGB colour)]; as BGR, for cv2.imencode."""
+    rows = math.ceil(len(photos) / COLUMNS)
+    sheet = np.full((HEADER + rows * CELL_HEIGHT, COLUMNS * CELL_WIDTH, 3), 255, np.uint8)
+    [title] = fit(title, sheet.shape[1] - 2 * PAD, 1, TITLE_SCALE)
+    cv2.putText(sheet, title, (PAD, HEADER - 9), FONT, TITLE_SCALE, BLACK, 1, cv2.LINE_AA)
+    side = THUMBNAIL * SCALE
+    for index, (photo, lines) in enumerate(zip(photos, captions)):
+        top, left = HEADER + index // COLUMNS * CELL_HEIGHT + PAD, index % COLUMNS * CELL_WIDTH + PAD
+        if photo is not None:
+            sheet[top:top + side, left:left + side] = cv2.resize(photo, (side, side), interpolation=cv2.INTER_CUBIC)
+        for number, (text, colour) in enumerate(lines, 1):
+            cv2.putText(sheet, text, (left, top + side + number * LINE), FONT, FONT_SCALE, colour, 1, cv2.LINE_AA)
+    return cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)
+
+
+def fit(text, width, max_lines, scale=FONT_SCALE):
+    """`text` in at most `max_lines` lines of at most `width` px in FONT at `scale`, broken after a space where it
+    can be, else anywhere; the last line ends in "..." when the rest does not fit."""
+    def fits(line):
+        return cv2.getTextSize(line, FONT, scale, 1)[0][0] <= width
+
+    lines, rest = [], text
+    while rest and len(lines) < max_lines:
+        end = len(rest)
+        while end > 1 and not fits(rest[:end]):
+            end -= 1
+        if end < len(rest) and " " in rest[1:end + 1]:
+            end = rest.rindex(" ", 1, end + 1) + 1
+        lines.append(rest[:end].rstrip())
+        rest = rest[end:].lstrip()
+    if rest:
+        last = lines[-1]
+        while last and not fits(last + "..."):
+            last = last[:-1]
+        lines[-1] = last + "..."
+    return lines
+
+
+def draw_calibration(probabilities, labels, option, log_loss, path):
+    """Write to `path` the reliability diagram of out-of-fold `probabilities`: in BINS bins of confidence (the top
+    probability), the accuracy, the count, and each bin's mean confidence against its accuracy beside the line of
+    perfect calibration, titled with the `log_loss` and the expected calibration error; return {file, log_loss,
+    expected_calibration_error, bins: the non-empty ones}."""
+    confidence, right = probabilities.max(axis=1), probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0, 1, BINS + 1)
+    which = np.digitize(confidence, edges[1:-1])
+    bins = [
+        {"from": float(edges[index]), "to": float(edges[index + 1]), "count": int(inside.sum()),
+         "confidence": float(confidence[inside].mean()), "accuracy": float(right[inside].mean())}
+        for index, inside in ((index, which == index) for index in range(BINS)) if inside.any()
+    ]
+    error = sum(row["count"] * abs(row["accuracy"] - row["confidence"]) for row in bins) / len(labels)
+    figure = Figure(figsize=(6.4, 4.8), dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    bars = axes.bar([row["from"] for row in bins], [row["accuracy"] for row in bins], width=1 / BINS, align="edge",
+                    color="#9ecae1", edgecolor="black", label="accuracy in the bin (count above)")
+    axes.bar_label(bars, labels=[f"{row['count']:,}" for row in bins], padding=2, fontsize=8)
+    axes.plot([row["confidence"] for row in bins], [row["accuracy"] for row in bins], "o-", color="#d62728",
+              label="mean confidence, accuracy")
+    axes.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
+    axes.set(xlim=(0, 1), ylim=(0, 1.1), xlabel="confidence: the top probability", ylabel="accuracy",
+             title=f"{option}, out of fold\nlog loss {log_loss:.4f}, expected calibration error {error:.3f}")
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=3, fontsize=8, frameon=False)
+    write_png(path, figure)
+    return {"file": path.name, "log_loss": log_loss, "expected_calibration_error": error, "bins": bins}
+
+
+def draw_experiments(rows, path):
+    """Write to `path` experiments.png from the experiments log's `rows` (leaderboard.read_log): each submission's CV
+    log loss and public score in order, and the one against the other beside the line y = x, where a widening gap
+    shows. Return the submissions [(number, CV log loss or None, public score or None)]; when none has a public
+    score, draw nothing (an old picture is removed) and return []."""
+    submissions = [(number, _number(row["cv_log_loss"]), _number(row["public_score"]))
+                   for number, row in enumerate((row for row in rows if row["action"] == "submit"), 1)]
+    if not any(public is not None for _, _, public in submissions):
+        Path(path).unlink(missing_ok=True)
+        return []
+    figure = Figure(figsize=(11, 4.5), dpi=100, layout="constrained")
+    in_order, against = figure.subplots(1, 2)
+    for column, label, marker in ((1, "CV log loss (out of fold)", "o-"), (2, "public leaderboard", "s-")):
+        points = [(row[0], row[column]) for row in submissions if row[column] is not None]
+        in_order.plot(*zip(*points), marker, label=label)
+    in_order.set(xlabel="submission", ylabel="log loss", title="In order")
+    in_order.xaxis.get_major_locator().set_params(integer=True)
+    in_order.legend()
+    both = [row for row in submissions if None not in row]
+    against.plot([cv for _, cv, _ in both], [public for _, _, public in both], "o", color="#d62728")
+    for number, cv, public in both:
+        against.annotate(str(number), (cv, public), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    scores = [score for row in submissions for score in row[1:] if score is not None]
+    margin = 0.08 * (max(scores) - min(scores)) or 0.01
+    low, high = min(scores) - margin, max(scores) + margin
+    against.plot([low, high], [low, high], "--", color="grey", label="y = x: public as CV")
+    against.set(xlim=(low, high), ylim=(low, high), xlabel="CV log loss", ylabel="public score",
+                title="Public against CV, by submission", aspect="equal")
+    against.legend(loc="upper left")
+    scored = sum(public is not None for _, _, public in submissions)
+    figure.suptitle(f"{len(submissions)} submissions, {scored} with a public score")
+    write_png(path, figure)
+    return submissions
+
+
+def write_jpeg(path, sheet):
+    """Write a BGR `sheet` as a JPEG, atomically."""
+    data = cv2.imencode(".jpg", sheet, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1]
+    write_atomically(path, lambda temporary: Path(temporary).write_bytes(data.tobytes()))
+
+
+def write_png(path, figure):
+    """Write a matplotlib `figure` as a PNG through the Agg canvas, atomically."""
+    FigureCanvasAgg(figure)
+    write_atomically(path, lambda temporary: figure.savefig(temporary, format="png"))
+
+
+def _number(text):
+    """A float from the experiments log's `text`, or None where it holds none."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
 '''
 
 # ---- kaggle_src/pipeline.py ----
@@ -2259,6 +2588,7 @@ def run(config, input_root, output_dir, build=None):
     # TensorFlow only now that every check has passed, so that a stop takes a second and its line stands alone.
     import_quietly("tensorflow")
     from .extract_features import check_accelerator, describe_runtime
+    from .pictures import draw_pictures
     from .train_heads import make_folds, train_heads
     from .train_logistic import train_logistic
 
@@ -2269,7 +2599,8 @@ def run(config, input_root, output_dir, build=None):
           + (" (dry run: random-init weights)" if config.dry_run else ""))
 
     # 2-3. The features of every image: extracted (and saved), or in a heads-only run read as saved.
-    features, failed, extraction = features_for(competition, weights, saved, on_cpu, output_dir, build, config, timer)
+    features, failed, extraction, thumbnails = features_for(competition, weights, saved, on_cpu, output_dir, build,
+                                                            config, timer)
     for split in ("train", "test"):
         warn_unreadable(competition, split, failed[split], config)
 
@@ -2300,6 +2631,8 @@ def run(config, input_root, output_dir, build=None):
     with timer("write"):
         write_predictions(options, chosen, competition, readable, output_dir, config)
     cv = cv_metrics(competition, failed, labels, heads, oof, options, chosen, config)
+    with timer("pictures"):
+        cv["pictures"] = draw_pictures(chosen, labels, competition, readable, thumbnails, cv["confused"], output_dir)
     metrics = run_metrics(cv, timer.seconds(), describe_runtime(extraction), config, build)
     write_metrics(metrics, output_dir / "metrics.json")
     write_report(report_markdown(metrics), output_dir / "report.md")
@@ -2326,8 +2659,8 @@ class StageTimer:
 
 
 def features_for(competition, weights, saved, on_cpu, output_dir, build, config, timer):
-    """Each split's features (n, views, features), the indices of its unreadable images, and how they were
-    extracted (None when read).
+    """Each split's features (n, views, features), the indices of its unreadable images, how they were extracted
+    and the training images' thumbnails for the pictures (both None when read).
 
     A heads-only run reads the features `saved` ((folder, manifest): find_saved_features). Otherwise each split
     loads as uint8 in background threads and its features are extracted batch by batch as the images come in,
@@ -2339,10 +2672,11 @@ def features_for(competition, weights, saved, on_cpu, output_dir, build, config,
         with timer("load_features"):
             features, failed = load_features(folder, manifest)
         print(f"features from {folder}: {', '.join(manifest['backbones'])}, extracted by {manifest['package_commit']}")
-        return features, failed, None
+        return features, failed, None, None
     import keras
 
     from .extract_features import build_extractor, describe_extractor, estimate_seconds, extract_features
+    from .pictures import make_thumbnails
 
     keras.utils.set_random_seed(config.seed)
     with timer("extract_features"):
@@ -2361,12 +2695,15 @@ def features_for(competition, weights, saved, on_cpu, output_dir, build, config,
             )
         timer.per_stage["load_images"] += images.seconds
         failed[split] = images.failed
+        if split == "train":  # small copies for the pictures, so that the full-size array can go
+            with timer("pictures"):
+                thumbnails = make_thumbnails(images.array)
         del images
     if not config.smoke:  # a smoke run's features cover a few images: of no use to a heads-only run
         with timer("save_features"):
             commit = build["commit"] if build else "unbuilt (python -m kaggle_src)"
             features = save_features(output_dir, features, competition, config, weights, failed, commit)
-    return features, failed, extraction
+    return features, failed, extraction, thumbnails
 
 
 def import_quietly(name):
@@ -2415,6 +2752,9 @@ EPILOG = """files a run writes to --output-dir:
   metrics.json            a one-line summary, every ensembling option's out-of-fold scores, per-fold scores,
                           counts, times, config
   report.md               the same in short: the summary, the options, the most-confused breeds, the times
+  mistakes.jpg            the training photos of the highest out-of-fold log loss, with true and predicted breeds
+  confused.jpg            photos of the most-confused breed pairs, those most taken for the other first
+  calibration.png         the submitted option's reliability diagram out of fold, with its log loss
   features.npz, features_manifest.json
                           the extracted features (not in a --features run), for heads-only runs
 
@@ -2455,9 +2795,10 @@ def main(argv=None, settings=None, build=None):
     )
     print(metrics["summary"])
     if config.smoke:
-        print(f"wrote {output_dir}/metrics.json and report.md (a smoke run writes no submission.csv)")
+        print(f"wrote {output_dir}/metrics.json, report.md and the pictures (a smoke run writes no submission.csv)")
     else:
-        print(f"wrote {output_dir}/submission.csv, oof_predictions.csv, test_predictions/, metrics.json and report.md")
+        print(f"wrote {output_dir}/submission.csv, oof_predictions.csv, test_predictions/, metrics.json, report.md "
+              "and the pictures")
     return 0
 '''
 
