@@ -30,8 +30,8 @@ NO_USER = "USER"  # the id's owner when no Kaggle user is known at build time
 # Modules in the order a reader meets them: errors and settings, then the stages as they run, then the driver.
 READING_ORDER = ["__init__", "errors", "config", "backbones", "find_inputs", "load_images", "extract_features",
                  "feature_cache", "train_heads", "pseudo_labels", "train_logistic", "predict", "ensembles",
-                 "write_outputs", "report", "pipeline"]
-ALLOWED_IMPORTS = {"keras", "tensorflow", "numpy", "pandas", "cv2", "joblib", "tqdm", "sklearn"}
+                 "write_outputs", "report", "pictures", "pipeline"]
+ALLOWED_IMPORTS = {"keras", "tensorflow", "numpy", "pandas", "cv2", "joblib", "tqdm", "sklearn", "matplotlib"}
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ Only a push builds (build_kernel.py builds alone). Every call reads what the CLI
 exit code: kaggle 2.x exits 0 when Kaggle refuses a push ("Kernel push error: ...", or sources "not
 valid" and left out), so anything short of Kaggle's own word of success is a failure, reported as one
 line with Kaggle's message, and logs no row. Every push and submit appends a row to the experiments
-log, and --scores fills in the leaderboard scores, so one table shows which change moved the score.
+log, and --scores fills in the leaderboard scores, so one table shows which change moved the score, and draws
+experiments.png beside it: each submission's CV log loss against its public score.
 """
 import argparse
 import csv
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import build_kernel
 from build_kernel import KERNELS, REPO
-from kaggle_src.errors import InputError
+from kaggle_src.errors import InputError, warn
 
 COMPETITION = build_kernel.COMPETITION
 EXPERIMENTS_LOG = REPO / "experiments.csv"
@@ -217,6 +218,20 @@ def refresh_scores(log):
     return rows
 
 
+def draw_scores(rows, log):
+    """Draw experiments.png (the log's name, .png) beside the experiments `log` from its `rows`: each submission's
+    CV log loss and public score; or say in one line that no submission has a public score yet."""
+    from kaggle_src.pictures import draw_experiments  # here: matplotlib only for --scores
+
+    picture = Path(log).with_suffix(".png")
+    submissions = draw_experiments(rows, picture)
+    if submissions:
+        scored = sum(public is not None for _, _, public in submissions)
+        print(f"wrote {picture}: {len(submissions)} submissions, {scored} with a public score")
+    else:
+        warn(f"{log}: no submission has a public score yet; {picture.name} not drawn")
+
+
 def log_experiment(log, **row):
     """Append one row to the experiments log (CSV), creating it with its header."""
     rows = read_log(log) if Path(log).exists() else []
@@ -247,7 +262,8 @@ def main(argv=None):
     parser.add_argument("--logs", action="store_true", help="print the log of the kernel's last run")
     parser.add_argument("--output", type=Path, metavar="DIR", help="download the kernel's outputs into DIR")
     parser.add_argument("--submit", type=Path, metavar="DIR", help="submit DIR/submission.csv (after --output DIR)")
-    parser.add_argument("--scores", action="store_true", help="fill leaderboard scores into the experiments log")
+    parser.add_argument("--scores", action="store_true",
+                        help="fill leaderboard scores into the experiments log and draw experiments.png beside it")
     parser.add_argument("--experiments", type=Path, default=EXPERIMENTS_LOG,
                         help="experiments log (default: experiments.csv)")
     args = parser.parse_args(argv)
@@ -271,9 +287,11 @@ def main(argv=None):
         if args.submit:
             submit(args.submit, kernel_ref(args.kernel, user), args.experiments)
         if args.scores:
-            for row in refresh_scores(args.experiments):
+            rows = refresh_scores(args.experiments)
+            for row in rows:
                 print(f"{row['time']}  {row['action']:6}  {row['settings']:30}  cv {row['cv_log_loss'] or '-':8}  "
                       f"lb {row['public_score'] or '-'}")
+            draw_scores(rows, args.experiments)
     except (InputError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

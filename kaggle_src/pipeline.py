@@ -44,6 +44,7 @@ def run(config, input_root, output_dir, build=None):
     # TensorFlow only now that every check has passed, so that a stop takes a second and its line stands alone.
     import_quietly("tensorflow")
     from .extract_features import check_accelerator, describe_runtime
+    from .pictures import draw_pictures
     from .train_heads import make_folds, train_heads
     from .train_logistic import train_logistic
 
@@ -54,7 +55,8 @@ def run(config, input_root, output_dir, build=None):
           + (" (dry run: random-init weights)" if config.dry_run else ""))
 
     # 2-3. The features of every image: extracted (and saved), or in a heads-only run read as saved.
-    features, failed, extraction = features_for(competition, weights, saved, on_cpu, output_dir, build, config, timer)
+    features, failed, extraction, thumbnails = features_for(competition, weights, saved, on_cpu, output_dir, build,
+                                                            config, timer)
     for split in ("train", "test"):
         warn_unreadable(competition, split, failed[split], config)
 
@@ -92,6 +94,8 @@ def run(config, input_root, output_dir, build=None):
     with timer("write"):
         write_predictions(options, chosen, competition, readable, output_dir, config)
     cv = cv_metrics(competition, failed, labels, heads, oof, options, chosen, config)
+    with timer("pictures"):
+        cv["pictures"] = draw_pictures(chosen, labels, competition, readable, thumbnails, cv["confused"], output_dir)
     metrics = run_metrics(cv, timer.seconds(), describe_runtime(extraction), config, build)
     write_metrics(metrics, output_dir / "metrics.json")
     write_report(report_markdown(metrics), output_dir / "report.md")
@@ -118,8 +122,8 @@ class StageTimer:
 
 
 def features_for(competition, weights, saved, on_cpu, output_dir, build, config, timer):
-    """Each split's features (n, views, features), the indices of its unreadable images, and how they were
-    extracted (None when read).
+    """Each split's features (n, views, features), the indices of its unreadable images, how they were extracted
+    and the training images' thumbnails for the pictures (both None when read).
 
     A heads-only run reads the features `saved` ((folder, manifest): find_saved_features). Otherwise each split
     loads as uint8 in background threads and its features are extracted batch by batch as the images come in,
@@ -131,10 +135,11 @@ def features_for(competition, weights, saved, on_cpu, output_dir, build, config,
         with timer("load_features"):
             features, failed = load_features(folder, manifest)
         print(f"features from {folder}: {', '.join(manifest['backbones'])}, extracted by {manifest['package_commit']}")
-        return features, failed, None
+        return features, failed, None, None
     import keras
 
     from .extract_features import build_extractor, describe_extractor, estimate_seconds, extract_features
+    from .pictures import make_thumbnails
 
     keras.utils.set_random_seed(config.seed)
     with timer("extract_features"):
@@ -153,12 +158,15 @@ def features_for(competition, weights, saved, on_cpu, output_dir, build, config,
             )
         timer.per_stage["load_images"] += images.seconds
         failed[split] = images.failed
+        if split == "train":  # small copies for the pictures, so that the full-size array can go
+            with timer("pictures"):
+                thumbnails = make_thumbnails(images.array)
         del images
     if not config.smoke:  # a smoke run's features cover a few images: of no use to a heads-only run
         with timer("save_features"):
             commit = build["commit"] if build else "unbuilt (python -m kaggle_src)"
             features = save_features(output_dir, features, competition, config, weights, failed, commit)
-    return features, failed, extraction
+    return features, failed, extraction, thumbnails
 
 
 def import_quietly(name):
@@ -207,6 +215,9 @@ EPILOG = """files a run writes to --output-dir:
   metrics.json            a one-line summary, every ensembling option's out-of-fold scores, per-fold scores,
                           counts, times, config
   report.md               the same in short: the summary, the options, the most-confused breeds, the times
+  mistakes.jpg            the training photos of the highest out-of-fold log loss, with true and predicted breeds
+  confused.jpg            photos of the most-confused breed pairs, those most taken for the other first
+  calibration.png         the submitted option's reliability diagram out of fold, with its log loss
   features.npz, features_manifest.json
                           the extracted features (not in a --features run), for heads-only runs
 
@@ -247,7 +258,8 @@ def main(argv=None, settings=None, build=None):
     )
     print(metrics["summary"])
     if config.smoke:
-        print(f"wrote {output_dir}/metrics.json and report.md (a smoke run writes no submission.csv)")
+        print(f"wrote {output_dir}/metrics.json, report.md and the pictures (a smoke run writes no submission.csv)")
     else:
-        print(f"wrote {output_dir}/submission.csv, oof_predictions.csv, test_predictions/, metrics.json and report.md")
+        print(f"wrote {output_dir}/submission.csv, oof_predictions.csv, test_predictions/, metrics.json, report.md "
+              "and the pictures")
     return 0

@@ -1,6 +1,6 @@
 """A run's account: metrics.json's content, gathered from what the stages returned, and report.md, a short
 reading of it: one line on the submitted option, the ensembling options' out-of-fold scores, the breeds most
-often mistaken for each other, and the time per stage."""
+often mistaken for each other, links to the pictures, and the time per stage."""
 import math
 
 import numpy as np
@@ -145,6 +145,10 @@ def report_markdown(metrics):
             else ["None: every out-of-fold prediction's top breed is the true one."]
         ),
         "",
+        "## Pictures",
+        "",
+        *picture_lines(metrics["pictures"]),
+        "",
         "## Time per stage",
         "",
         "| stage | seconds |",
@@ -155,6 +159,25 @@ def report_markdown(metrics):
         "extract_features, and total (the wall time) is not the stages' sum.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def picture_lines(pictures):
+    """report.md's links to the pictures (pictures.draw_pictures), each after a line on what it shows."""
+    mistakes, confused, calibration = pictures["mistakes"], pictures["confused"], pictures["calibration"]
+    lines = []
+    if mistakes:
+        mistaken = sum(photo["predicted"] != photo["breed"] for photo in mistakes["photos"])
+        lines += [f"The {len(mistakes['photos'])} training photos of the highest out-of-fold log loss, {mistaken} "
+                  f"mistaken: the label or the model? ![mistakes]({mistakes['file']})", ""]
+    else:
+        lines += ["No photo sheets: no training photo could be read.", ""]
+    if confused:
+        lines += [f"The {len(confused['pairs'])} most-confused breed pairs, the photos of each most taken for the "
+                  f"other first: ![confused]({confused['file']})", ""]
+    elif mistakes:
+        lines += ["No sheet of confused breeds: none was taken for another.", ""]
+    return [*lines, f"Calibration out of fold, confidence against accuracy (expected calibration error "
+                    f"{calibration['expected_calibration_error']:.3f}): ![calibration]({calibration['file']})"]
 
 
 def _bold(text, bold):

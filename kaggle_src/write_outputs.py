@@ -80,7 +80,7 @@ def validate_submission(submission, test_ids, classes):
 def write_submission(submission, test_ids, classes, path):
     """Validate, then write `submission` atomically to `path`."""
     validate_submission(submission, test_ids, classes)
-    _write_atomically(path, lambda temporary: submission.to_csv(temporary, index=False, float_format="%.7g"))
+    write_atomically(path, lambda temporary: submission.to_csv(temporary, index=False, float_format="%.7g"))
 
 
 def write_test_predictions(predictions, test_ids, classes, folder):
@@ -105,20 +105,22 @@ def write_oof_predictions(train_ids, breeds, classes, probabilities, path):
     normalised as the submission's are, so that a blend with other kernels' predictions can be scored out of fold."""
     predictions = make_submission(train_ids, classes, probabilities)
     predictions.insert(1, "breed", list(breeds))
-    _write_atomically(path, lambda temporary: predictions.to_csv(temporary, index=False, float_format="%.7g"))
+    write_atomically(path, lambda temporary: predictions.to_csv(temporary, index=False, float_format="%.7g"))
 
 
 def write_metrics(metrics, path):
     """Write the metrics dict as indented JSON, atomically."""
-    _write_atomically(path, lambda temporary: Path(temporary).write_text(json.dumps(metrics, indent=2) + "\n"))
+    write_atomically(path, lambda temporary: Path(temporary).write_text(json.dumps(metrics, indent=2) + "\n"))
 
 
 def write_report(text, path):
     """Write the report's markdown `text`, atomically."""
-    _write_atomically(path, lambda temporary: Path(temporary).write_text(text))
+    write_atomically(path, lambda temporary: Path(temporary).write_text(text))
 
 
-def _write_atomically(path, write):
+def write_atomically(path, write):
+    """Write `path` by `write(temporary)` to a temporary name beside it, then rename that into place: a failed write
+    leaves no half-written file and keeps the old one."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp")
     try:

@@ -21,6 +21,7 @@ from pathlib import Path  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
 import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
@@ -51,6 +52,28 @@ def readme_table(section, first_cell, readme=REPO / "README.md"):
     text = readme.read_text().split(f"\n## {section}\n")[1].split("\n## ")[0]
     rows = [line for line in text.splitlines() if line.startswith(f"| {first_cell}")]
     return [[cell.strip() for cell in row.strip("|").split(" | ")] for row in rows]
+
+
+def sheet_cell(sheet, index):
+    """The photo in cell `index` of a photo sheet read back with cv2.imread (BGR), as RGB."""
+    from kaggle_src.pictures import CELL_HEIGHT, CELL_WIDTH, COLUMNS, HEADER, PAD, SCALE, THUMBNAIL
+
+    top, left = HEADER + index // COLUMNS * CELL_HEIGHT + PAD, index % COLUMNS * CELL_WIDTH + PAD
+    return sheet[top:top + THUMBNAIL * SCALE, left:left + THUMBNAIL * SCALE, ::-1]
+
+
+def assert_sheet_shows(sheet_file, image_paths, image_size):
+    """The photo sheet in `sheet_file` shows the images at `image_paths`, cell by cell, as a run that loaded them at
+    `image_size` made their thumbnails (within JPEG's error)."""
+    from kaggle_src.load_images import load_image
+    from kaggle_src.pictures import SCALE, THUMBNAIL, make_thumbnails
+
+    sheet = cv2.imread(str(sheet_file))
+    for index, path in enumerate(image_paths):
+        thumbnail = make_thumbnails(load_image(path, image_size)[None])[0]
+        expected = cv2.resize(thumbnail, (THUMBNAIL * SCALE,) * 2, interpolation=cv2.INTER_CUBIC)
+        difference = np.abs(sheet_cell(sheet, index).astype(int) - expected).mean()
+        assert difference < 6, f"cell {index} of {sheet_file.name}: differs from {path.name} by {difference:.1f}"
 
 
 def warnings_in(stderr):

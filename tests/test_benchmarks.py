@@ -3,6 +3,7 @@ side-by-side timings compare like with like. (Timings themselves are for `python
 import numpy as np
 
 from benchmarks import seed_reference
+from benchmarks.pictures import bench_pictures
 from benchmarks.run import (
     bench_extraction, bench_loading, bench_logistic, print_table, row, synthetic_features, synthetic_jpegs,
 )
@@ -61,3 +62,11 @@ def test_logistic_rows_compare_both_sides_on_the_same_features():
     assert result["ours"] > 0 and result["reference"] > 0
     assert set(result["oof_log_loss"]) == {"ours", "reference"}
     assert all(0 < loss < np.log(120) for loss in result["oof_log_loss"].values())  # both learn
+
+
+def test_the_pictures_row_times_thumbnails_drawing_and_import_and_writes_the_pictures(tmp_path):
+    result = bench_pictures(images=40, size=200, pool=4, repeats=1, folder=tmp_path)
+    assert all(result[name] > 0 for name in ("thumbnails", "draw", "import_matplotlib"))
+    assert result["total"] == result["thumbnails"] + result["draw"] + result["import_matplotlib"]
+    assert 0 < result["bytes"] == sum((tmp_path / name).stat().st_size
+                                      for name in ("mistakes.jpg", "confused.jpg", "calibration.png"))

@@ -14,10 +14,11 @@ import pytest
 
 from kaggle_src.config import InputError, make_config
 from kaggle_src.find_inputs import read_competition
+from kaggle_src.pictures import MISTAKES
 from kaggle_src.pipeline import MAX_NAMED, main, warn_unreadable
 from kaggle_src.predict import class_prior
 from make_stub import COMPETITION
-from tests.conftest import ODD, QUICK, UNREADABLE, damage, warnings_in
+from tests.conftest import ODD, QUICK, UNREADABLE, assert_sheet_shows, damage, warnings_in
 
 
 def expected_warning(root, split, image_id):
@@ -93,6 +94,12 @@ def test_unreadable_training_images_are_left_out_with_a_warning(damaged_stub, da
     classes = list(sample.columns[1:])
     readable = labels[~labels["id"].isin(unreadable)]
     assert damaged_run.trained_labels.tolist() == readable["breed"].map(classes.index).tolist()
+    # The photo sheets: readable photos only, each in its own cell though the unreadable ones shift the rows.
+    shown = [photo["id"] for photo in metrics["pictures"]["mistakes"]["photos"]]
+    assert len(shown) == MISTAKES and not set(shown) & set(unreadable)
+    assert_sheet_shows(damaged_run.output_dir / "mistakes.jpg",
+                       [root / COMPETITION / "train" / f"{image_id}.jpg" for image_id in shown],
+                       int(QUICK[QUICK.index("--image-size") + 1]))
 
 
 def test_out_of_fold_and_every_options_test_predictions_are_written_for_blending(damaged_stub, damaged_run):

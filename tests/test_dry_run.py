@@ -4,16 +4,19 @@ loadfile) runs it on one worker beside the rest."""
 import json
 import math
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
 
 from kaggle_src.ensembles import OPTIONS
+from kaggle_src.pictures import BINS, CELL_HEIGHT, CELL_WIDTH, COLUMNS, HEADER, MISTAKES, PAIRS, PER_SIDE
 from kaggle_src.pipeline import main
 from make_stub import TEST_ANSWERS
-from tests.conftest import INPUT_STUB, REPO, readme_table
+from tests.conftest import INPUT_STUB, REPO, assert_sheet_shows, readme_table
 
 SAMPLE = INPUT_STUB / "dog-breed-identification" / "sample_submission.csv"
+TRAIN = INPUT_STUB / "dog-breed-identification" / "train"
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +73,8 @@ def test_metrics_hold_the_cv_scores_counts_times_and_config(dry_run):
         "train_images": 720, "test_images": 120, "classes": 120, "folds": 5, "views": 2, "heads": 10, "features": 4096,
     }
     assert set(metrics["seconds"]) == {
-        "find_inputs", "load_images", "extract_features", "save_features", "train_heads", "train_logistic", "predict",
-        "ensembles", "write", "total",
+        "find_inputs", "load_images", "extract_features", "pictures", "save_features", "train_heads", "train_logistic",
+        "predict", "ensembles", "write", "total",
     }
     assert metrics["config"]["dry_run"] is True and metrics["config"]["image_size"] == 96
     assert metrics["chance_log_loss"] == math.log(120)
@@ -92,6 +95,55 @@ def test_report_holds_the_cv_table_the_winner_and_the_confused_pairs(dry_run):
     for pair in metrics["confused"]:
         assert f"| {' / '.join(pair['breeds'])} | {pair['count']} |" in report
     assert "| extract_features |" in report and "| train_logistic |" in report
+
+
+def test_the_pictures_show_the_runs_worst_photos_confused_breeds_and_calibration(dry_run):
+    """Each picture read back: it decodes, has its grid's size, and shows what metrics.json records of it, which is
+    what oof_predictions.csv holds: the highest losses, the pairs' photos most taken for the other, the bins."""
+    metrics = json.loads((dry_run / "metrics.json").read_text())
+    pictures = metrics["pictures"]
+    oof = pd.read_csv(dry_run / "oof_predictions.csv").set_index("id")
+    probabilities = oof.drop(columns="breed")
+    loss = -np.log(probabilities.to_numpy()[np.arange(len(oof)), probabilities.columns.get_indexer(oof["breed"])])
+    loss = pd.Series(loss, oof.index)
+
+    photos = pictures["mistakes"]["photos"]
+    ids = [photo["id"] for photo in photos]
+    assert len(photos) == MISTAKES and pictures["mistakes"]["file"] == "mistakes.jpg"
+    for photo in photos:
+        row = probabilities.loc[photo["id"]]
+        assert (photo["breed"], photo["predicted"]) == (oof.loc[photo["id"], "breed"], row.idxmax())
+        assert photo["p_breed"] == pytest.approx(row[photo["breed"]], rel=1e-5)
+        assert photo["p_predicted"] == pytest.approx(row.max(), rel=1e-5)
+    assert (np.diff(loss[ids].to_numpy()) <= 1e-5).all() and loss[ids].min() >= loss.drop(ids).max() - 1e-5
+    assert cv2.imread(str(dry_run / "mistakes.jpg")).shape == (HEADER + 4 * CELL_HEIGHT, COLUMNS * CELL_WIDTH, 3)
+    assert_sheet_shows(dry_run / "mistakes.jpg", [TRAIN / f"{image_id}.jpg" for image_id in ids], 96)
+
+    pairs = pictures["confused"]["pairs"]
+    assert [pair["breeds"] for pair in pairs] == [pair["breeds"] for pair in metrics["confused"][:PAIRS]]
+    shown = []
+    for pair in pairs:
+        for breed, other, side in zip(pair["breeds"], pair["breeds"][::-1], pair["ids"]):
+            taken_for_other = probabilities[other][oof["breed"] == breed].sort_values(ascending=False, kind="stable")
+            assert len(side) == PER_SIDE and (oof.loc[side, "breed"] == breed).all()
+            assert taken_for_other[side].min() >= taken_for_other.drop(side).max() - 1e-6
+            shown += side
+    assert cv2.imread(str(dry_run / "confused.jpg")).shape == (HEADER + len(pairs) * CELL_HEIGHT, COLUMNS * CELL_WIDTH, 3)
+    assert_sheet_shows(dry_run / "confused.jpg", [TRAIN / f"{image_id}.jpg" for image_id in shown], 96)
+
+    calibration = pictures["calibration"]
+    confidence, right = probabilities.max(axis=1), probabilities.idxmax(axis=1) == oof["breed"]
+    assert sum(row["count"] for row in calibration["bins"]) == len(oof) and len(calibration["bins"]) <= BINS
+    for row in calibration["bins"]:
+        inside = (confidence >= row["from"] - 1e-6) & ((confidence < row["to"] - 1e-6) | (row["to"] == 1))
+        assert row["count"] == inside.sum() and row["accuracy"] == pytest.approx(right[inside].mean())
+    assert calibration["log_loss"] == metrics["oof"]["ensemble"]["log_loss"]
+    assert cv2.imread(str(dry_run / "calibration.png")).shape == (480, 640, 3)
+
+    report = (dry_run / "report.md").read_text()
+    for name in ("mistakes", "confused", "calibration"):
+        assert f"![{name}]({pictures[name]['file']})" in report
+    assert sum((dry_run / pictures[name]["file"]).stat().st_size for name in pictures) < 2e6
 
 
 def readme_dry_run_results():

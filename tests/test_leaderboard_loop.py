@@ -4,6 +4,7 @@ import csv
 import json
 from types import SimpleNamespace
 
+import cv2
 import pytest
 
 import build_kernel
@@ -172,10 +173,28 @@ def test_the_round_trip_in_one_command(api, tmp_path, clock, capsys):
     )
     assert submit_row["ref"] == str(api.submissions[0]["ref"])
 
-    api.submissions[0].update(status="COMPLETE", publicScore="0.24100", privateScore="0.23900")
+    # No score yet: no picture, one line saying so.
     assert loop(tmp_path, "--scores") == 0
-    assert (log_rows(tmp_path)[1]["public_score"], log_rows(tmp_path)[1]["private_score"]) == ("0.24100", "0.23900")
-    assert "lb 0.24100" in capsys.readouterr().out
+    assert capsys.readouterr().err == (f"warning: {tmp_path / 'experiments.csv'}: no submission has a public score "
+                                       "yet; experiments.png not drawn\n")
+    assert not (tmp_path / "experiments.png").exists()
+
+    # A second submission, of another CV score; both scored: experiments.png shows them.
+    (run / "metrics.json").write_text(json.dumps({**METRICS, "oof": {"ensemble": {"log_loss": 0.2}}}))
+    assert loop(tmp_path, "--submit", str(run)) == 0
+    api.submissions[1].update(status="COMPLETE", publicScore="0.24100", privateScore="0.23900")
+    api.submissions[0].update(status="COMPLETE", publicScore="0.22000", privateScore="0.21000")
+    capsys.readouterr()
+    assert loop(tmp_path, "--scores") == 0
+    rows = log_rows(tmp_path)
+    assert [(row["cv_log_loss"], row["public_score"], row["private_score"]) for row in rows[1:]] == [
+        ("0.23456", "0.24100", "0.23900"), ("0.20000", "0.22000", "0.21000")
+    ]
+    out = capsys.readouterr().out
+    assert "lb 0.24100" in out and "lb 0.22000" in out
+    assert f"wrote {tmp_path / 'experiments.png'}: 2 submissions, 2 with a public score" in out
+    picture = cv2.imread(str(tmp_path / "experiments.png"))
+    assert picture.shape == (450, 1100, 3) and picture.std() > 10
 
 
 def test_output_without_metrics_fails_and_names_what_came(api, tmp_path, capsys):

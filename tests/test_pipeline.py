@@ -13,9 +13,10 @@ import pytest
 from kaggle_src import load_images, pipeline
 from kaggle_src.backbones import BACKBONES
 from kaggle_src.ensembles import OPTIONS
+from kaggle_src.pictures import MISTAKES, THUMBNAIL
 from kaggle_src.pipeline import main
 from make_stub import COMPETITION
-from tests.conftest import INPUT_STUB, QUICK, REPO
+from tests.conftest import INPUT_STUB, QUICK, REPO, assert_sheet_shows
 
 def test_the_option_set_by_ensemble_is_submitted_and_every_option_still_scored(
     small_stub, quick_run, tmp_path, monkeypatch
@@ -37,6 +38,11 @@ def test_the_option_set_by_ensemble_is_submitted_and_every_option_still_scored(
     assert f"Submitted: **tta** (set by --ensemble; the best out of fold is {best})" in (
         tmp_path / "report.md"
     ).read_text()
+    # No image in memory: the sheets show the photos they record, decoded from train/.
+    photos = metrics["pictures"]["mistakes"]["photos"]
+    assert len(photos) == MISTAKES
+    assert_sheet_shows(tmp_path / "mistakes.jpg", [small_stub / COMPETITION / "train" / f"{photo['id']}.jpg"
+                                                   for photo in photos], THUMBNAIL)
 
 
 def test_without_flips_or_logistic_regressions_their_options_are_left_out(small_stub, tmp_path):

@@ -32,6 +32,14 @@ def metrics(confused):
         "counts": {"train_images": 10222, "folds": 5},
         "chance_log_loss": 4.787,
         "seconds": {"extract_features": 300.0, "train_heads": 60.5, "total": 400.3},
+        "pictures": {
+            "mistakes": {"file": "mistakes.jpg", "photos": [
+                {"id": "a1", "breed": "akita", "p_breed": 0.01, "predicted": "beagle", "p_predicted": 0.9},
+                {"id": "c1", "breed": "collie", "p_breed": 0.4, "predicted": "collie", "p_predicted": 0.4},
+            ]},
+            "confused": {"file": "confused.jpg", "pairs": [{"breeds": ["akita", "beagle"], "ids": [["a1"], ["b1"]]}]},
+            "calibration": {"file": "calibration.png", "expected_calibration_error": 0.0123},
+        },
     }
 
 
@@ -68,3 +76,20 @@ def test_an_option_within_the_noise_of_the_best_is_reported_as_the_preferred_suc
                               "improvement_over_heads_mean": 0.0}
     assert "Submitted: **heads_mean** (the preferred option within 1 standard error of the best out of fold, tta), " \
         "out-of-fold log loss 0.2500" in report_markdown(within_noise)
+
+
+def test_report_links_each_picture_after_a_line_on_what_it_shows():
+    report = report_markdown(metrics([]))
+    assert ("The 2 training photos of the highest out-of-fold log loss, 1 mistaken: the label or the model? "
+            "![mistakes](mistakes.jpg)") in report
+    assert "The 1 most-confused breed pairs, the photos of each most taken for the other first: " \
+        "![confused](confused.jpg)" in report
+    assert "(expected calibration error 0.012): ![calibration](calibration.png)" in report
+    unconfused = metrics([])
+    unconfused["pictures"]["confused"] = None
+    assert "No sheet of confused breeds: none was taken for another." in report_markdown(unconfused)
+    unreadable = metrics([])
+    unreadable["pictures"].update(mistakes=None, confused=None)
+    report = report_markdown(unreadable)
+    assert "No photo sheets: no training photo could be read." in report and "![calibration]" in report
+    assert "mistakes.jpg" not in report and "No sheet of confused" not in report

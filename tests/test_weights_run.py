@@ -52,12 +52,15 @@ def test_elsewhere_it_warns_once_with_the_time_and_records_what_ran(weights_root
                                                                            np.__version__)
 
 
-def test_a_smoke_run_takes_a_few_images_per_breed_and_writes_no_submission(weights_root, tmp_path):
+def test_a_smoke_run_takes_a_few_images_per_breed_draws_the_pictures_and_writes_no_submission(weights_root, tmp_path):
     import leaderboard
 
     assert pipeline.main(["--input-root", str(weights_root), "--output-dir", str(tmp_path), *FLAGS, "--smoke", "5"]) == 0
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["metrics.json", "report.md"]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
+    confused = ["confused.jpg"] if metrics["pictures"]["confused"] else []  # none when no breed was taken for another
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(  # the pictures too, tried before a full run
+        ["calibration.png", *confused, "metrics.json", "mistakes.jpg", "report.md"]
+    )
     assert next(iter(metrics)) == "summary" and metrics["summary"].startswith(
         "SMOKE RUN, 5 images per breed, no submission.csv: submitted "
     )

@@ -6,14 +6,15 @@ softmax heads on the CPU, and writes the ensemble with the best out-of-fold log 
 /kaggle/working/submission.csv, with the cross-validated scores in metrics.json and report.md.
 
 Built by build_kernel.py from the kaggle_src package; edit the package, not this file.
-    source commit:   58e1d4a
-    sources sha256:  67139708c98ad5ca890bcb3942c2064730ccd4169971563904cd4f10f0432946
+    source commit:   578e19f + uncommitted changes
+    sources sha256:  4dfbefed764ae110bdf2977fbfbb12d1a5513511725d5c06a8cfb07517a3da85
     build settings:  features='/kaggle/input'
     configuration:   backbones=('xception', 'inception_v3'), image_size=448, flips=True, n_folds=5,
                      dropout=0.5, learning_rate=0.001, max_epochs=50, patience=5, members_per_head=3,
-                     standardise=True, logistic=True, ensemble='', head_batch_size=128,
-                     extract_batch_size=0, precision='auto', xla='auto', n_jobs=-1, seed=2017,
-                     dry_run=False, smoke=0, features='/kaggle/input', weights_dataset=''
+                     standardise=True, pseudo_labels='off', logistic=True, ensemble='',
+                     head_batch_size=128, extract_batch_size=0, precision='auto', xla='auto',
+                     n_jobs=-1, seed=2017, dry_run=False, smoke=0, features='/kaggle/input',
+                     weights_dataset=''
 Run here, from the repo's root, after the full kernel's dry run wrote working/:
     python kernels/dog-breed-heads/kernel.py --input-root input_stub --output-dir heads --dry-run --features working
 On Kaggle:  no arguments: /kaggle/input (the full kernel's output attached) -> /kaggle/working.
@@ -24,7 +25,7 @@ import linecache
 import sys
 
 BUILD_SETTINGS = {'features': '/kaggle/input'}  # Config values chosen at build time; command-line flags still win
-BUILD = {'commit': '58e1d4a', 'sources_sha256': '67139708c98ad5ca890bcb3942c2064730ccd4169971563904cd4f10f0432946', 'settings': {'features': '/kaggle/input'}}
+BUILD = {'commit': '578e19f + uncommitted changes', 'sources_sha256': '4dfbefed764ae110bdf2977fbfbb12d1a5513511725d5c06a8cfb07517a3da85', 'settings': {'features': '/kaggle/input'}}
 
 # The kaggle_src package, one module per string; each string starts after the newline that follows r'''.
 SOURCES = {}
@@ -85,6 +86,7 @@ from pathlib import Path
 from .backbones import BACKBONES, KERAS_PRETRAINED
 from .ensembles import OPTIONS, scored_names
 from .errors import InputError, warn
+from .pseudo_labels import HARD_CONFIDENCE, PSEUDO_LABELS
 
 DEFAULT_BACKBONES = ("xception", "inception_v3")  # the seed's pair
 DRY_RUN_IMAGE_SIZE = 96  # what --dry-run uses unless --image-size is given
@@ -144,6 +146,12 @@ class Config:
         "seed's heads did not: --no-standardise); on real ImageNet features it lowered the held-out log loss "
         "of the seed's heads, and random-init features (dry runs) need it",
     )
+    pseudo_labels: str = setting(
+        "off", f"a second round of heads on the training rows plus the test rows, the first round's predictions as "
+        f"their targets, each fold's from its own first-round heads: one of {', '.join(PSEUDO_LABELS)}; soft: every "
+        f"test row, the predicted probabilities; hard: the rows predicted at {HARD_CONFIDENCE:g} or more, as that breed",
+        "MODE",
+    )
     logistic: bool = setting(
         True, "also fit logistic regressions (on the GPU when there is one), on every view, converged, their C searched from 10 "
         "(between 0.01 and 1000) and cross-fitted, refitted on every row for the test: the logistic option"
@@ -151,7 +159,7 @@ class Config:
     ensemble: str = setting(
         "", "the ensembling option to submit instead of the one chosen out of fold (every option is still "
         f"scored): one of {', '.join(option.name for option in OPTIONS)}; the tta ones need "
-        "--flips, logistic --logistic", "NAME",
+        "--flips, logistic and heads_logistic --logistic", "NAME",
         "none: the preferred option within one standard error of the best",
     )
     head_batch_size: int = setting(128, "head training batch", "N")
@@ -209,6 +217,8 @@ class Config:
             _check_at_least(self, name, 0)
         if self.precision not in PRECISIONS:
             raise InputError(f"config precision={self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if self.pseudo_labels not in PSEUDO_LABELS:
+            raise InputError(f"config pseudo_labels={self.pseudo_labels!r}: expected one of {', '.join(PSEUDO_LABELS)}")
         if self.xla not in XLA_MODES:
             raise InputError(f"config xla={self.xla!r}: expected one of {', '.join(XLA_MODES)}")
         if not 0 <= self.dropout < 1:
@@ -1238,10 +1248,11 @@ class HeadsTrainer:
     Adam's update is TensorFlow's fused kernel, one pass over every head's weights rather than several.
     """
 
-    def __init__(self, heads, features, labels, n_classes, config):
+    def __init__(self, heads, features, targets, config):
         n_samples, n_views, n_features = features.shape
+        n_classes = targets.shape[1]
         self.features = on_device(features.reshape(n_samples * n_views, n_features))  # row r, view v: r * n_views + v
-        self.labels = tf.constant(labels, tf.int32)
+        self.targets = on_device(targets)  # (target rows, classes): one-hot labels, then any pseudo-labels
         self.n_views = n_views
         self.views = tf.constant([head.view for head in heads], tf.int32)
         self.standardise = config.standardise
@@ -1259,11 +1270,12 @@ class HeadsTrainer:
         self.random = tf.random.Generator.from_seed(config.seed)
         self.step = tf.function(self._step, reduce_retracing=True)
 
-    def _step(self, active, rows, weights):
-        """One Adam step for heads `active` (a,) on their rows (a, batch); weight 0 marks padding.
+    def _step(self, active, rows, target_rows, weights):
+        """One Adam step for heads `active` (a,) on their feature rows (a, batch), whose targets are `target_rows`
+        of the targets; weight 0 marks padding.
 
         The gradient is written out rather than taped: each head's loss is the weighted mean cross-entropy of its
-        batch, so d loss / d logits = (softmax - one-hot) * weight / total weight, and the kernel's gradient is the
+        batch, so d loss / d logits = (softmax - target) * weight / total weight, and the kernel's gradient is the
         inputs' transpose times that. On a CPU the tape's gradients of the gathers took a third of the step.
         """
         x = tf.gather(self.features, rows * self.n_views + tf.gather(self.views, active)[:, None])
@@ -1279,7 +1291,7 @@ class HeadsTrainer:
         kernel = tf.cond(every_head, lambda: tf.identity(self.kernel), lambda: tf.gather(self.kernel, active))
         logits = kept_scale * tf.einsum("abd,adc->abc", x, kernel) + tf.gather(self.bias, active)[:, None]
         share = weights / tf.reduce_sum(weights, axis=1, keepdims=True)
-        d_logits = (tf.nn.softmax(logits) - tf.one_hot(tf.gather(self.labels, rows), logits.shape[-1])) * share[..., None]
+        d_logits = (tf.nn.softmax(logits) - tf.gather(self.targets, target_rows)) * share[..., None]
         gradients = tf.einsum("abd,abc->adc", x, kept_scale * d_logits), tf.reduce_sum(d_logits, axis=1)
         step = self.iterations.assign_add(1.0)
         for variable, (first, second), gradient in zip((self.kernel, self.bias), self.moments, gradients):
@@ -1294,13 +1306,16 @@ class HeadsTrainer:
             )
 
 
-def train_heads(features, labels, folds, n_classes, config):
+def train_heads(features, labels, folds, n_classes, config, pseudo=None):
     """Train one head per fold and view on `features` (n, views, d); return (heads, out-of-fold predictions).
 
     Each head is config.members_per_head members trained apart (their own initialisation, dropout masks and
     batch order; each stopped early on its own), with their kernels and biases averaged: softmax of the mean
     logits, which is the members' geometric mean, renormalised, as they share the fold's standardisation. So the
     ensemble costs one head's prediction, and every option downstream sees one head per fold and view.
+
+    With `pseudo` (PseudoLabels) each fold's heads also train on its test rows, towards its targets; they are
+    validated, and stopped early, on the fold's validation rows alone.
     """
     features = np.asarray(features, np.float32)
     n_views = features.shape[1]
@@ -1312,21 +1327,25 @@ def train_heads(features, labels, folds, n_classes, config):
         for view in range(n_views)
     ]
     members = [replace(head) for head in heads for _ in range(config.members_per_head)]
+    training, targets, every_feature = training_rows(features, labels, folds, n_classes, pseudo)
 
-    trainer = HeadsTrainer(members, features, labels, n_classes, config)
+    trainer = HeadsTrainer(members, every_feature, targets, config)
     shuffle = np.random.default_rng(config.seed)
     best_loss, best_epoch = np.full(len(members), np.inf), np.zeros(len(members), int)
     active = list(range(len(members)))
     bar = progress(config.max_epochs, f"train {len(heads)} heads, {config.members_per_head} members each", "epoch")
     for epoch in range(config.max_epochs):
-        orders = [shuffle.permutation(folds[members[index].fold][0]) for index in active]
+        orders = [shuffle.permutation(len(training[members[index].fold][0])) for index in active]
         for start in range(0, max(map(len, orders)), config.head_batch_size):
             batches = [order[start:start + config.head_batch_size] for order in orders]
             rows = np.zeros((len(active), max(map(len, batches))), np.int32)
-            weights = np.zeros(rows.shape, np.float32)
-            for index, batch in enumerate(batches):
-                rows[index, :len(batch)], weights[index, :len(batch)] = batch, 1
-            trainer.step(tf.constant(active, tf.int32), tf.constant(rows), tf.constant(weights))
+            target_rows, weights = np.zeros_like(rows), np.zeros(rows.shape, np.float32)
+            for position, (index, batch) in enumerate(zip(active, batches)):
+                feature_rows, its_targets = training[members[index].fold]
+                rows[position, :len(batch)], target_rows[position, :len(batch)] = feature_rows[batch], its_targets[batch]
+                weights[position, :len(batch)] = 1
+            trainer.step(tf.constant(active, tf.int32), tf.constant(rows), tf.constant(target_rows),
+                         tf.constant(weights))
         kernel, bias = ops.convert_to_numpy(trainer.kernel), ops.convert_to_numpy(trainer.bias)
         for index in list(active):
             member, rows = members[index], folds[members[index].fold][1]
@@ -1349,6 +1368,23 @@ def train_heads(features, labels, folds, n_classes, config):
     oof = out_of_fold(heads, features, labels, folds, n_classes)
     print_validation(heads, config.views, "epochs (its longest member's)")
     return heads, oof
+
+
+def training_rows(features, labels, folds, n_classes, pseudo):
+    """What each fold's heads train on: per fold (feature rows, target rows), the targets (one-hot labels, then each
+    fold's pseudo-labels) and the features they index (the training rows, then the test rows of `pseudo`)."""
+    targets = [np.eye(n_classes, dtype=np.float32)[labels]]
+    training = [(train_index, train_index) for train_index, _ in folds]
+    if pseudo is None:
+        return training, targets[0], features
+    offset = len(labels)
+    for fold, (train_index, _) in enumerate(folds):
+        rows = pseudo.rows[fold]
+        training[fold] = (np.concatenate([train_index, len(labels) + rows]),
+                          np.concatenate([train_index, offset + np.arange(len(rows))]))
+        targets.append(pseudo.targets[fold].astype(np.float32))
+        offset += len(rows)
+    return training, np.concatenate(targets), np.concatenate([features, np.asarray(pseudo.features, np.float32)])
 
 
 def mean_head(members):
@@ -1400,6 +1436,56 @@ def print_validation(heads, views, counted):
     for head in heads:
         print(f"fold {head.fold} {views[head.view]}: {head.epochs} {counted}, "
               f"val log loss {head.val_log_loss:.4f}, accuracy {head.val_accuracy:.4f}")
+'''
+
+# ---- kaggle_src/pseudo_labels.py ----
+SOURCES['kaggle_src.pseudo_labels'] = r'''
+"""Stage 4c: pseudo-labelling, the test set put to work. A second round of heads trains on the training rows plus
+the test rows, the test rows' targets being the first round's predictions of them.
+
+Each fold's second-round heads take their targets from the same fold's first-round heads only: those never saw the
+fold's validation rows, so the second round's out-of-fold scores stay honest. The whole first-round ensemble has
+seen every training row, and its predictions of the test would carry the validation rows' labels into training.
+Test rows never enter a validation fold.
+
+- `soft`: every readable test row, its target the fold's first-round heads' geometric mean over every view.
+- `hard`: the test rows that prediction gives a breed with at least HARD_CONFIDENCE, as that breed (one-hot).
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from .ensembles import combine
+
+PSEUDO_LABELS = ("off", "soft", "hard")
+HARD_CONFIDENCE = 0.9  # hard pseudo-labels: the least first-round probability of its breed a test row needs
+
+
+@dataclass
+class PseudoLabels:
+    """Each fold's test rows to train on and their targets."""
+
+    features: np.ndarray  # (n_test, views, d): the test features the rows index
+    rows: list  # per fold: indices into `features`
+    targets: list  # per fold: (len(rows), classes)
+
+
+def pseudo_labels(heads, test_features, readable, mode):
+    """The PseudoLabels of `mode` (soft or hard) for the `readable` test rows of `test_features` (n_test, views, d),
+    from the first round's `heads` (one per fold and view)."""
+    rows, targets = [], []
+    for fold in sorted({head.fold for head in heads}):
+        fold_heads = [head for head in heads if head.fold == fold]
+        predictions = combine(np.stack([head.predict(test_features[readable, view]) for head in fold_heads
+                                        for view in range(test_features.shape[1])]), geometric=True)
+        if mode == "hard":
+            confident = predictions.max(axis=1) >= HARD_CONFIDENCE
+            rows.append(readable[confident])
+            targets.append(np.eye(predictions.shape[1])[predictions[confident].argmax(axis=1)])
+        else:
+            rows.append(readable)
+            targets.append(predictions)
+    return PseudoLabels(test_features, rows, targets)
 '''
 
 # ---- kaggle_src/train_logistic.py ----
@@ -1695,7 +1781,7 @@ MAX_TEMPERATURE = 20.0  # temperatures are searched in [1 / MAX_TEMPERATURE, MAX
 @dataclass(frozen=True)
 class Option:
     name: str
-    family: str  # whose predictions: "heads" (dropout + softmax), "logistic" (logistic regressions), or "options"
+    family: str  # whose predictions: "heads" (dropout + softmax), "logistic" (logistic regressions), "both", or "options"
     tta: bool  # each head on every view (test-time augmentation), not only its own
     geometric: bool  # geometric mean (renormalised) rather than arithmetic
     temperature: bool  # temperature-scaled
@@ -1713,13 +1799,16 @@ OPTIONS = (
     ),
     Option("logistic", "logistic", False, False, False, "logistic regressions fitted on every view, each applied to "
            "every view, arithmetic mean"),
+    Option("heads_logistic", "both", False, True, False, "the geometric mean of the heads' (tta_geometric, or "
+           "geometric with one view) and the logistic regressions' predictions"),
     Option("blend", "options", False, False, False, "the options above, weighted to fit the out-of-fold rows"),
 )
 BLEND_ITERATIONS = 500  # EM steps for the blend's weights: each raises the likelihood
 NOISE_STANDARD_ERRORS = 1.0  # a lead in out-of-fold log loss within this many standard errors is noise
 # The order in which within_noise_of_best prefers the options: the fixed recipes by their held-out log loss on real
 # dog photos (benchmarks/README.md), then those that fit values on the out-of-fold rows, which gain there by chance
-PREFERENCE = ("tta_geometric", "geometric", "logistic", "tta", "heads_mean", "tta_geometric_temperature", "blend")
+PREFERENCE = ("heads_logistic", "tta_geometric", "geometric", "logistic", "tta", "heads_mean", "tta_geometric_temperature",
+              "blend")
 
 
 @dataclass
@@ -1764,6 +1853,12 @@ def score_options(predictions, labels, folds):
     """
     scored = []
     for option in OPTIONS:
+        if option.family == "both":
+            by_name = {candidate.option.name: candidate for candidate in scored}
+            if "logistic" in by_name:
+                heads = by_name.get("tta_geometric", by_name["geometric"])
+                scored.append(geometric_mean(option, [heads, by_name["logistic"]], labels))
+            continue
         if option.family == "options":
             scored.append(blend(option, scored, labels, folds))
             continue
@@ -1784,6 +1879,14 @@ def score_options(predictions, labels, folds):
         scores = score_predictions(oof_mean, labels, oof.shape[-1])
         scored.append(ScoredOption(option, oof_mean, test_mean, scores["log_loss"], scores["accuracy"], temperature))
     return scored
+
+
+def geometric_mean(option, scored, labels):
+    """The options `scored` combined by their predictions' geometric mean, renormalised, out of fold and on the test."""
+    oof = combine(np.stack([candidate.oof for candidate in scored]), geometric=True)
+    test = combine(np.stack([candidate.test for candidate in scored]), geometric=True)
+    scores = score_predictions(oof, labels, oof.shape[-1])
+    return ScoredOption(option, oof, test, scores["log_loss"], scores["accuracy"])
 
 
 def blend(option, scored, labels, folds):
@@ -1817,7 +1920,8 @@ def scored_names(flips, logistic):
     """The names of the options that a run with these settings scores, in OPTIONS' order (score_options finds
     the same from the predictions): the tta ones need the flipped view, logistic the logistic regressions."""
     return [
-        option.name for option in OPTIONS if (flips or not option.tta) and (logistic or option.family != "logistic")
+        option.name for option in OPTIONS
+        if (flips or not option.tta) and (logistic or option.family not in ("logistic", "both"))
     ]
 
 
@@ -1998,7 +2102,7 @@ def validate_submission(submission, test_ids, classes):
 def write_submission(submission, test_ids, classes, path):
     """Validate, then write `submission` atomically to `path`."""
     validate_submission(submission, test_ids, classes)
-    _write_atomically(path, lambda temporary: submission.to_csv(temporary, index=False, float_format="%.7g"))
+    write_atomically(path, lambda temporary: submission.to_csv(temporary, index=False, float_format="%.7g"))
 
 
 def write_test_predictions(predictions, test_ids, classes, folder):
@@ -2023,20 +2127,22 @@ def write_oof_predictions(train_ids, breeds, classes, probabilities, path):
     normalised as the submission's are, so that a blend with other kernels' predictions can be scored out of fold."""
     predictions = make_submission(train_ids, classes, probabilities)
     predictions.insert(1, "breed", list(breeds))
-    _write_atomically(path, lambda temporary: predictions.to_csv(temporary, index=False, float_format="%.7g"))
+    write_atomically(path, lambda temporary: predictions.to_csv(temporary, index=False, float_format="%.7g"))
 
 
 def write_metrics(metrics, path):
     """Write the metrics dict as indented JSON, atomically."""
-    _write_atomically(path, lambda temporary: Path(temporary).write_text(json.dumps(metrics, indent=2) + "\n"))
+    write_atomically(path, lambda temporary: Path(temporary).write_text(json.dumps(metrics, indent=2) + "\n"))
 
 
 def write_report(text, path):
     """Write the report's markdown `text`, atomically."""
-    _write_atomically(path, lambda temporary: Path(temporary).write_text(text))
+    write_atomically(path, lambda temporary: Path(temporary).write_text(text))
 
 
-def _write_atomically(path, write):
+def write_atomically(path, write):
+    """Write `path` by `write(temporary)` to a temporary name beside it, then rename that into place: a failed write
+    leaves no half-written file and keeps the old one."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp")
     try:
@@ -2050,7 +2156,7 @@ def _write_atomically(path, write):
 SOURCES['kaggle_src.report'] = r'''
 """A run's account: metrics.json's content, gathered from what the stages returned, and report.md, a short
 reading of it: one line on the submitted option, the ensembling options' out-of-fold scores, the breeds most
-often mistaken for each other, and the time per stage."""
+often mistaken for each other, links to the pictures, and the time per stage."""
 import math
 
 import numpy as np
@@ -2195,6 +2301,10 @@ def report_markdown(metrics):
             else ["None: every out-of-fold prediction's top breed is the true one."]
         ),
         "",
+        "## Pictures",
+        "",
+        *picture_lines(metrics["pictures"]),
+        "",
         "## Time per stage",
         "",
         "| stage | seconds |",
@@ -2207,8 +2317,331 @@ def report_markdown(metrics):
     return "\n".join(lines) + "\n"
 
 
+def picture_lines(pictures):
+    """report.md's links to the pictures (pictures.draw_pictures), each after a line on what it shows."""
+    mistakes, confused, calibration = pictures["mistakes"], pictures["confused"], pictures["calibration"]
+    lines = []
+    if mistakes:
+        mistaken = sum(photo["predicted"] != photo["breed"] for photo in mistakes["photos"])
+        lines += [f"The {len(mistakes['photos'])} training photos of the highest out-of-fold log loss, {mistaken} "
+                  f"mistaken: the label or the model? ![mistakes]({mistakes['file']})", ""]
+    else:
+        lines += ["No photo sheets: no training photo could be read.", ""]
+    if confused:
+        lines += [f"The {len(confused['pairs'])} most-confused breed pairs, the photos of each most taken for the "
+                  f"other first: ![confused]({confused['file']})", ""]
+    elif mistakes:
+        lines += ["No sheet of confused breeds: none was taken for another.", ""]
+    return [*lines, f"Calibration out of fold, confidence against accuracy (expected calibration error "
+                    f"{calibration['expected_calibration_error']:.3f}): ![calibration]({calibration['file']})"]
+
+
 def _bold(text, bold):
     return f"**{text}** (submitted)" if bold else text
+'''
+
+# ---- kaggle_src/pictures.py ----
+SOURCES['kaggle_src.pictures'] = r'''
+"""The pictures a competitor looks at before reading report.md: the training photos the submitted option gets most
+wrong (mistakes.jpg), photos of the breeds it confuses most (confused.jpg), its calibration out of fold
+(calibration.png) and, for leaderboard.py --scores, each submission's CV log loss beside its public score
+(experiments.png).
+
+The photo sheets are drawn with OpenCV from THUMBNAIL-px copies of the training images, made while a run holds them
+in memory (make_thumbnails), so that no image is decoded twice and the full-size array can go; a run that read saved
+features decodes the few photos the sheets show. The plots use matplotlib's object-oriented API on its Agg canvas:
+no pyplot, no display. Each file is written to a temporary name and renamed, as every output is.
+"""
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .ensembles import as_kaggle_scores
+from .errors import warn
+from .load_images import load_image
+from .write_outputs import write_atomically
+
+THUMBNAIL = 96  # px, a training image's copy kept for the sheets: 0.28 GB for the competition's 10,222 images
+SCALE = 2  # a thumbnail is drawn at twice its size
+PAD = 4  # px around each photo
+FONT, FONT_SCALE, TITLE_SCALE, LINE = cv2.FONT_HERSHEY_SIMPLEX, 0.4, 0.5, 14  # the font, its scales, px a caption line
+CAPTION_LINES = 4  # the true breed and the predicted one, two lines each at most
+CELL_WIDTH = THUMBNAIL * SCALE + 2 * PAD
+CELL_HEIGHT = THUMBNAIL * SCALE + 2 * PAD + CAPTION_LINES * LINE
+HEADER = 28  # px of the title line above the cells
+COLUMNS = 6  # photos per row of a sheet
+MISTAKES = 24  # photos on mistakes.jpg
+PAIRS, PER_SIDE = 4, 3  # confused.jpg: a row per pair, PER_SIDE photos of each breed
+BINS = 10  # calibration.png's confidence bins, of equal width
+JPEG_QUALITY = 85
+MISTAKES_FILE, CONFUSED_FILE, CALIBRATION_FILE = "mistakes.jpg", "confused.jpg", "calibration.png"
+BLACK, GREEN, RED = (0, 0, 0), (0, 110, 0), (190, 0, 0)  # RGB
+
+
+def make_thumbnails(images):
+    """THUMBNAIL-px copies of `images` (n, size, size, 3) uint8, made while a run holds its training images, so that
+    the sheets need not decode them again."""
+    thumbnails = np.empty((len(images), THUMBNAIL, THUMBNAIL, 3), np.uint8)
+    for index, image in enumerate(images):
+        thumbnails[index] = shrink(image, THUMBNAIL)
+    return thumbnails
+
+
+def shrink(image, size):
+    """`image` resized to `size` x `size`: from more than twice as large, bilinear to twice the size, then averaged
+    2 x 2 (INTER_AREA's fast path at an integer ratio), without aliasing at a third of INTER_AREA's time."""
+    if image.shape[0] > 2 * size:
+        image = cv2.resize(image, (2 * size, 2 * size), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+
+
+@dataclass
+class Photos:
+    """The submitted option's out-of-fold `probabilities` (n, classes) of the readable training photos, their
+    `labels`, `ids` and `classes`, and `photo(row)`: that photo's thumbnail, or None if it cannot be read."""
+
+    probabilities: np.ndarray
+    labels: np.ndarray
+    classes: list
+    ids: list
+    photo: Callable[[int], np.ndarray | None]
+
+    def readable(self, rows, count):
+        """The first `count` of `rows` whose photo can be read: [(row, thumbnail)]."""
+        found = []
+        for row in rows:
+            if len(found) == count:
+                break
+            thumbnail = self.photo(row)
+            if thumbnail is not None:
+                found.append((row, thumbnail))
+        return found
+
+    def record(self, row):
+        """What metrics.json records of a photo on a sheet: its id, true and predicted breeds, and the probability
+        of each."""
+        label, predicted = self.labels[row], int(self.probabilities[row].argmax())
+        return {"id": self.ids[row], "breed": self.classes[label], "p_breed": float(self.probabilities[row, label]),
+                "predicted": self.classes[predicted], "p_predicted": float(self.probabilities[row, predicted])}
+
+
+def draw_pictures(chosen, labels, competition, readable, thumbnails, confused, output_dir):
+    """Draw mistakes.jpg, confused.jpg and calibration.png of the `chosen` option's out-of-fold predictions of the
+    `readable` training images (their indices; `labels`, their classes) into `output_dir`, the breed pairs it
+    confused most being `confused` (report.confused_pairs); return what metrics.json records of them (None for a
+    sheet not drawn, whose old file is removed).
+
+    The photos come from `thumbnails` (make_thumbnails of every training image) or, in a run that read its features
+    (None), from the files in train/: the few the sheets show. Unreadable photos are left out.
+    """
+    option = chosen.option.name
+    probabilities = as_kaggle_scores(chosen.oof)
+    if thumbnails is not None:
+        def photo(row):
+            return thumbnails[readable[row]]
+    else:
+        paths = competition.image_paths("train")
+
+        @functools.cache
+        def photo(row):
+            return load_image(paths[readable[row]], THUMBNAIL)
+    photos = Photos(probabilities, labels, competition.classes, [competition.train_ids[i] for i in readable], photo)
+    pictures = {"mistakes": draw_mistakes(photos, option, output_dir / MISTAKES_FILE), "confused": None}
+    if pictures["mistakes"] is None:
+        warn(f"{competition.directory / 'train'}: no training photo could be read; {MISTAKES_FILE} and "
+             f"{CONFUSED_FILE} not drawn")
+    else:
+        pictures["confused"] = draw_confused(photos, confused, option, output_dir / CONFUSED_FILE)
+    pictures["calibration"] = draw_calibration(probabilities, labels, option, chosen.log_loss,
+                                               output_dir / CALIBRATION_FILE)
+    for name, file in (("mistakes", MISTAKES_FILE), ("confused", CONFUSED_FILE)):
+        if pictures[name] is None:
+            (output_dir / file).unlink(missing_ok=True)
+    return pictures
+
+
+def draw_mistakes(photos, option, path):
+    """Write to `path` the MISTAKES readable photos of the highest out-of-fold log loss, highest first, each captioned
+    with its true and predicted breeds and their probabilities (as many as there are, mistaken or not: the title
+    says how many are); return {file, photos: their records}, or None when no photo can be read."""
+    loss = -np.log(photos.probabilities[np.arange(len(photos.labels)), photos.labels])
+    worst = photos.readable(np.argsort(-loss, kind="stable"), MISTAKES)
+    if not worst:
+        return None
+    records = [photos.record(row) for row, _ in worst]
+    mistaken = sum(record["predicted"] != record["breed"] for record in records)
+    title = (f"The {len(records)} training photos of the highest out-of-fold log loss ({option}), "
+             f"{mistaken} of them mistaken")
+    write_jpeg(path, draw_sheet([thumbnail for _, thumbnail in worst], [caption(record) for record in records], title))
+    return {"file": path.name, "photos": records}
+
+
+def draw_confused(photos, confused, option, path):
+    """Write to `path` a row for each of the first PAIRS `confused` pairs of breeds: PER_SIDE readable photos of
+    each breed, those given the other breed's highest probability first; return {file, pairs: [{breeds, ids: [the
+    first breed's, the second's]}]}, or None when no pair was confused."""
+    if not confused:
+        return None
+    cells, pairs = [], []
+    for pair in confused[:PAIRS]:
+        first, second = (photos.classes.index(breed) for breed in pair["breeds"])
+        ids = []
+        for breed, other in ((first, second), (second, first)):
+            rows = np.flatnonzero(photos.labels == breed)
+            side = photos.readable(rows[np.argsort(-photos.probabilities[rows, other], kind="stable")], PER_SIDE)
+            ids.append([photos.ids[row] for row, _ in side])
+            cells += [(thumbnail, caption(photos.record(row))) for row, thumbnail in side]
+            cells += [(None, [])] * (PER_SIDE - len(side))
+        pairs.append({"breeds": pair["breeds"], "ids": ids})
+    title = f"The {len(pairs)} breed pairs most confused out of fold ({option}): the photos most taken for the other"
+    write_jpeg(path, draw_sheet([cell[0] for cell in cells], [cell[1] for cell in cells], title))
+    return {"file": path.name, "pairs": pairs}
+
+
+def caption(record):
+    """A photo's caption lines [(text, RGB colour)]: its true breed and probability, then the predicted ones, in red
+    when mistaken."""
+    width = THUMBNAIL * SCALE
+    colour = GREEN if record["predicted"] == record["breed"] else RED
+    return ([(line, GREEN) for line in fit(f"true {record['p_breed']:.2f} {breed_name(record['breed'])}", width, 2)]
+            + [(line, colour) for line in fit(f"pred {record['p_predicted']:.2f} "
+                                              f"{breed_name(record['predicted'])}", width, 2)])
+
+
+def breed_name(breed):
+    """A breed as a caption shows it, words apart so that a long one wraps between them."""
+    return breed.replace("_", " ")
+
+
+def draw_sheet(photos, captions, title):
+    """A white sheet under a `title` line, COLUMNS cells a row, each a photo (THUMBNAIL px RGB, or None: left blank)
+    drawn SCALE times as large above its caption lines [(text, RGB colour)]; as BGR, for cv2.imencode."""
+    rows = math.ceil(len(photos) / COLUMNS)
+    sheet = np.full((HEADER + rows * CELL_HEIGHT, COLUMNS * CELL_WIDTH, 3), 255, np.uint8)
+    [title] = fit(title, sheet.shape[1] - 2 * PAD, 1, TITLE_SCALE)
+    cv2.putText(sheet, title, (PAD, HEADER - 9), FONT, TITLE_SCALE, BLACK, 1, cv2.LINE_AA)
+    side = THUMBNAIL * SCALE
+    for index, (photo, lines) in enumerate(zip(photos, captions)):
+        top, left = HEADER + index // COLUMNS * CELL_HEIGHT + PAD, index % COLUMNS * CELL_WIDTH + PAD
+        if photo is not None:
+            sheet[top:top + side, left:left + side] = cv2.resize(photo, (side, side), interpolation=cv2.INTER_CUBIC)
+        for number, (text, colour) in enumerate(lines, 1):
+            cv2.putText(sheet, text, (left, top + side + number * LINE), FONT, FONT_SCALE, colour, 1, cv2.LINE_AA)
+    return cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)
+
+
+def fit(text, width, max_lines, scale=FONT_SCALE):
+    """`text` in at most `max_lines` lines of at most `width` px in FONT at `scale`, broken after a space where it
+    can be, else anywhere; the last line ends in "..." when the rest does not fit."""
+    def fits(line):
+        return cv2.getTextSize(line, FONT, scale, 1)[0][0] <= width
+
+    lines, rest = [], text
+    while rest and len(lines) < max_lines:
+        end = len(rest)
+        while end > 1 and not fits(rest[:end]):
+            end -= 1
+        if end < len(rest) and " " in rest[1:end + 1]:
+            end = rest.rindex(" ", 1, end + 1) + 1
+        lines.append(rest[:end].rstrip())
+        rest = rest[end:].lstrip()
+    if rest:
+        last = lines[-1]
+        while last and not fits(last + "..."):
+            last = last[:-1]
+        lines[-1] = last + "..."
+    return lines
+
+
+def draw_calibration(probabilities, labels, option, log_loss, path):
+    """Write to `path` the reliability diagram of out-of-fold `probabilities`: in BINS bins of confidence (the top
+    probability), the accuracy, the count, and each bin's mean confidence against its accuracy beside the line of
+    perfect calibration, titled with the `log_loss` and the expected calibration error; return {file, log_loss,
+    expected_calibration_error, bins: the non-empty ones}."""
+    confidence, right = probabilities.max(axis=1), probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0, 1, BINS + 1)
+    which = np.digitize(confidence, edges[1:-1])
+    bins = [
+        {"from": float(edges[index]), "to": float(edges[index + 1]), "count": int(inside.sum()),
+         "confidence": float(confidence[inside].mean()), "accuracy": float(right[inside].mean())}
+        for index, inside in ((index, which == index) for index in range(BINS)) if inside.any()
+    ]
+    error = sum(row["count"] * abs(row["accuracy"] - row["confidence"]) for row in bins) / len(labels)
+    figure = Figure(figsize=(6.4, 4.8), dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    bars = axes.bar([row["from"] for row in bins], [row["accuracy"] for row in bins], width=1 / BINS, align="edge",
+                    color="#9ecae1", edgecolor="black", label="accuracy in the bin (count above)")
+    axes.bar_label(bars, labels=[f"{row['count']:,}" for row in bins], padding=2, fontsize=8)
+    axes.plot([row["confidence"] for row in bins], [row["accuracy"] for row in bins], "o-", color="#d62728",
+              label="mean confidence, accuracy")
+    axes.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
+    axes.set(xlim=(0, 1), ylim=(0, 1.1), xlabel="confidence: the top probability", ylabel="accuracy",
+             title=f"{option}, out of fold\nlog loss {log_loss:.4f}, expected calibration error {error:.3f}")
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=3, fontsize=8, frameon=False)
+    write_png(path, figure)
+    return {"file": path.name, "log_loss": log_loss, "expected_calibration_error": error, "bins": bins}
+
+
+def draw_experiments(rows, path):
+    """Write to `path` experiments.png from the experiments log's `rows` (leaderboard.read_log): each submission's CV
+    log loss and public score in order, and the one against the other beside the line y = x, where a widening gap
+    shows. Return the submissions [(number, CV log loss or None, public score or None)]; when none has a public
+    score, draw nothing (an old picture is removed) and return []."""
+    submissions = [(number, _number(row["cv_log_loss"]), _number(row["public_score"]))
+                   for number, row in enumerate((row for row in rows if row["action"] == "submit"), 1)]
+    if not any(public is not None for _, _, public in submissions):
+        Path(path).unlink(missing_ok=True)
+        return []
+    figure = Figure(figsize=(11, 4.5), dpi=100, layout="constrained")
+    in_order, against = figure.subplots(1, 2)
+    for column, label, marker in ((1, "CV log loss (out of fold)", "o-"), (2, "public leaderboard", "s-")):
+        points = [(row[0], row[column]) for row in submissions if row[column] is not None]
+        in_order.plot(*zip(*points), marker, label=label)
+    in_order.set(xlabel="submission", ylabel="log loss", title="In order")
+    in_order.xaxis.get_major_locator().set_params(integer=True)
+    in_order.legend()
+    both = [row for row in submissions if None not in row]
+    against.plot([cv for _, cv, _ in both], [public for _, _, public in both], "o", color="#d62728")
+    for number, cv, public in both:
+        against.annotate(str(number), (cv, public), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    scores = [score for row in submissions for score in row[1:] if score is not None]
+    margin = 0.08 * (max(scores) - min(scores)) or 0.01
+    low, high = min(scores) - margin, max(scores) + margin
+    against.plot([low, high], [low, high], "--", color="grey", label="y = x: public as CV")
+    against.set(xlim=(low, high), ylim=(low, high), xlabel="CV log loss", ylabel="public score",
+                title="Public against CV, by submission", aspect="equal")
+    against.legend(loc="upper left")
+    scored = sum(public is not None for _, _, public in submissions)
+    figure.suptitle(f"{len(submissions)} submissions, {scored} with a public score")
+    write_png(path, figure)
+    return submissions
+
+
+def write_jpeg(path, sheet):
+    """Write a BGR `sheet` as a JPEG, atomically."""
+    data = cv2.imencode(".jpg", sheet, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1]
+    write_atomically(path, lambda temporary: Path(temporary).write_bytes(data.tobytes()))
+
+
+def write_png(path, figure):
+    """Write a matplotlib `figure` as a PNG through the Agg canvas, atomically."""
+    FigureCanvasAgg(figure)
+    write_atomically(path, lambda temporary: figure.savefig(temporary, format="png"))
+
+
+def _number(text):
+    """A float from the experiments log's `text`, or None where it holds none."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
 '''
 
 # ---- kaggle_src/pipeline.py ----
@@ -2236,6 +2669,7 @@ from .feature_cache import find_saved_features, load_features, save_features
 from .find_inputs import default_input_root, default_output_dir, find_inputs, on_kaggle, prepare_output_dir, read_competition
 from .load_images import LoadedImages
 from .predict import class_prior, predict_views
+from .pseudo_labels import pseudo_labels
 from .report import cv_metrics, report_markdown, run_metrics
 from .write_outputs import SubmissionError, write_metrics, write_predictions, write_report
 
@@ -2258,6 +2692,7 @@ def run(config, input_root, output_dir, build=None):
     # TensorFlow only now that every check has passed, so that a stop takes a second and its line stands alone.
     import_quietly("tensorflow")
     from .extract_features import check_accelerator, describe_runtime
+    from .pictures import draw_pictures
     from .train_heads import make_folds, train_heads
     from .train_logistic import train_logistic
 
@@ -2268,7 +2703,8 @@ def run(config, input_root, output_dir, build=None):
           + (" (dry run: random-init weights)" if config.dry_run else ""))
 
     # 2-3. The features of every image: extracted (and saved), or in a heads-only run read as saved.
-    features, failed, extraction = features_for(competition, weights, saved, on_cpu, output_dir, build, config, timer)
+    features, failed, extraction, thumbnails = features_for(competition, weights, saved, on_cpu, output_dir, build,
+                                                            config, timer)
     for split in ("train", "test"):
         warn_unreadable(competition, split, failed[split], config)
 
@@ -2279,6 +2715,13 @@ def run(config, input_root, output_dir, build=None):
     folds = make_folds(labels, config)
     with timer("train_heads"):
         heads, oof = train_heads(train, labels, folds, n_classes, config)
+    if config.pseudo_labels != "off":  # a second round of heads, on the test rows too (pseudo_labels.py)
+        with timer("pseudo_labels"):
+            readable_test = np.delete(np.arange(len(competition.test_ids)), failed["test"])
+            pseudo = pseudo_labels(heads, features["test"], readable_test, config.pseudo_labels)
+            print(f"pseudo-labels ({config.pseudo_labels}): {np.mean([len(rows) for rows in pseudo.rows]):.0f} test "
+                  f"rows a fold; second round of heads")
+            heads, oof = train_heads(train, labels, folds, n_classes, config, pseudo)
     families = {"heads": (heads, oof)}
     if config.logistic:
         with timer("train_logistic"):
@@ -2299,6 +2742,8 @@ def run(config, input_root, output_dir, build=None):
     with timer("write"):
         write_predictions(options, chosen, competition, readable, output_dir, config)
     cv = cv_metrics(competition, failed, labels, heads, oof, options, chosen, config)
+    with timer("pictures"):
+        cv["pictures"] = draw_pictures(chosen, labels, competition, readable, thumbnails, cv["confused"], output_dir)
     metrics = run_metrics(cv, timer.seconds(), describe_runtime(extraction), config, build)
     write_metrics(metrics, output_dir / "metrics.json")
     write_report(report_markdown(metrics), output_dir / "report.md")
@@ -2325,8 +2770,8 @@ class StageTimer:
 
 
 def features_for(competition, weights, saved, on_cpu, output_dir, build, config, timer):
-    """Each split's features (n, views, features), the indices of its unreadable images, and how they were
-    extracted (None when read).
+    """Each split's features (n, views, features), the indices of its unreadable images, how they were extracted
+    and the training images' thumbnails for the pictures (both None when read).
 
     A heads-only run reads the features `saved` ((folder, manifest): find_saved_features). Otherwise each split
     loads as uint8 in background threads and its features are extracted batch by batch as the images come in,
@@ -2338,10 +2783,11 @@ def features_for(competition, weights, saved, on_cpu, output_dir, build, config,
         with timer("load_features"):
             features, failed = load_features(folder, manifest)
         print(f"features from {folder}: {', '.join(manifest['backbones'])}, extracted by {manifest['package_commit']}")
-        return features, failed, None
+        return features, failed, None, None
     import keras
 
     from .extract_features import build_extractor, describe_extractor, estimate_seconds, extract_features
+    from .pictures import make_thumbnails
 
     keras.utils.set_random_seed(config.seed)
     with timer("extract_features"):
@@ -2360,12 +2806,15 @@ def features_for(competition, weights, saved, on_cpu, output_dir, build, config,
             )
         timer.per_stage["load_images"] += images.seconds
         failed[split] = images.failed
+        if split == "train":  # small copies for the pictures, so that the full-size array can go
+            with timer("pictures"):
+                thumbnails = make_thumbnails(images.array)
         del images
     if not config.smoke:  # a smoke run's features cover a few images: of no use to a heads-only run
         with timer("save_features"):
             commit = build["commit"] if build else "unbuilt (python -m kaggle_src)"
             features = save_features(output_dir, features, competition, config, weights, failed, commit)
-    return features, failed, extraction
+    return features, failed, extraction, thumbnails
 
 
 def import_quietly(name):
@@ -2414,6 +2863,9 @@ EPILOG = """files a run writes to --output-dir:
   metrics.json            a one-line summary, every ensembling option's out-of-fold scores, per-fold scores,
                           counts, times, config
   report.md               the same in short: the summary, the options, the most-confused breeds, the times
+  mistakes.jpg            the training photos of the highest out-of-fold log loss, with true and predicted breeds
+  confused.jpg            photos of the most-confused breed pairs, those most taken for the other first
+  calibration.png         the submitted option's reliability diagram out of fold, with its log loss
   features.npz, features_manifest.json
                           the extracted features (not in a --features run), for heads-only runs
 
@@ -2454,9 +2906,10 @@ def main(argv=None, settings=None, build=None):
     )
     print(metrics["summary"])
     if config.smoke:
-        print(f"wrote {output_dir}/metrics.json and report.md (a smoke run writes no submission.csv)")
+        print(f"wrote {output_dir}/metrics.json, report.md and the pictures (a smoke run writes no submission.csv)")
     else:
-        print(f"wrote {output_dir}/submission.csv, oof_predictions.csv, test_predictions/, metrics.json and report.md")
+        print(f"wrote {output_dir}/submission.csv, oof_predictions.csv, test_predictions/, metrics.json, report.md "
+              "and the pictures")
     return 0
 '''
 
