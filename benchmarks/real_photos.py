@@ -90,20 +90,26 @@ def real_weights(cache):
 
 
 def photo_features(photos, size, weights, cache):
-    """Features (n, 2 views, 2048) of `photos` at `size` px, extracted by the kernel's path with the real
-    `weights`, or read from `cache` where an earlier call saved them."""
-    key = hashlib.sha256("\n".join([*photos["id"], str(size), str(weights.stat().st_size)]).encode()).hexdigest()[:16]
-    path = cache / f"features_{size}px_{key}.npy"
-    if not path.exists():
+    """Features (n, 2 views, 2048) of `photos` at `size` px, extracted by the kernel's path with the real `weights`:
+    each photo once per size and weights file, kept in `cache` by its id (its content's md5) for later calls."""
+    stem = f"features_{size}px_{weights.stat().st_size}"
+    known = {}
+    for path in sorted(cache.glob(f"{stem}_*.npz")):
+        with np.load(path) as saved:
+            known.update(zip(saved["ids"], saved["features"]))
+    missing = photos[~photos["id"].isin(list(known))].reset_index(drop=True)
+    if len(missing):
         from kaggle_src.extract_features import extract_features
         from kaggle_src.load_images import LoadedImages
 
-        images = LoadedImages(photos["path"], size, desc=f"{len(photos)} photos at {size}px")
+        images = LoadedImages(missing["path"], size, desc=f"{len(missing)} photos at {size}px")
         features, _ = extract_features(real_extractor(size, weights), images)
         if images.failed:
-            sys.exit(f"error: {photos['path'][images.failed[0]]}: not decodable")
-        np.save(path, features)
-    return np.load(path)
+            sys.exit(f"error: {missing['path'][images.failed[0]]}: not decodable")
+        key = hashlib.sha256("\n".join(missing["id"]).encode()).hexdigest()[:16]
+        np.savez(cache / f"{stem}_{key}.npz", ids=missing["id"].to_numpy(str), features=features)
+        known.update(zip(missing["id"], features))
+    return np.stack([known[image_id] for image_id in photos["id"]])
 
 
 def real_extractor(size, weights):
@@ -268,10 +274,8 @@ def main(argv=None):
     weights = args.weights or real_weights(args.cache)
     native = BACKBONES[BACKBONE].native_size
     sizes = [int(size) for size in args.sizes.split(",")]
-    kept = select_photos(every_photo, args.part, args.breeds, args.per_breed)
-    photos = every_photo.iloc[kept].reset_index(drop=True)
-    features = {size: photo_features(every_photo, size, weights, args.cache)[kept]
-                for size in sorted(set(sizes) | {native})}
+    photos = every_photo.iloc[select_photos(every_photo, args.part, args.breeds, args.per_breed)].reset_index(drop=True)
+    features = {size: photo_features(photos, size, weights, args.cache) for size in sorted(set(sizes) | {native})}
     speed = extraction_speed(sorted(features), weights, args.speed_turns) if args.speed_turns else {}
     if speed:
         print("extraction on this machine, images/s (both views): "
