@@ -67,10 +67,11 @@ def run(config, input_root, output_dir, build=None):
     folds = make_folds(labels, config)
     with timer("train_heads"):
         heads, oof = train_heads(train, labels, folds, n_classes, config)
-    if config.pseudo_labels != "off":  # a second round of heads, on the test rows too (pseudo_labels.py)
+    pseudo = None
+    if config.pseudo_labels != "off":  # a second round of heads, on test rows too (pseudo_labels.py)
         with timer("pseudo_labels"):
             readable_test = np.delete(np.arange(len(competition.test_ids)), failed["test"])
-            pseudo = pseudo_labels(heads, features["test"], readable_test, config.pseudo_labels)
+            pseudo = pseudo_labels(heads, features["test"], readable_test, config.pseudo_labels, config.seed)
             print(f"pseudo-labels ({config.pseudo_labels}): {np.mean([len(rows) for rows in pseudo.rows]):.0f} test "
                   f"rows a fold; second round of heads")
             heads, oof = train_heads(train, labels, folds, n_classes, config, pseudo)
@@ -84,6 +85,8 @@ def run(config, input_root, output_dir, build=None):
     with timer("predict"):
         predictions = {name: (family_oof, predict_views(family_heads, features["test"]))
                        for name, (family_heads, family_oof) in families.items()}
+        if pseudo is not None:  # each test row from the heads that did not train on it
+            predictions["heads"] = (oof, pseudo.own_fold(predictions["heads"][1]))
     with timer("ensembles"):
         options = score_options(predictions, labels, folds)
         chosen = choose(options, labels, config)

@@ -173,30 +173,37 @@ def test_each_step_is_keras_adam_on_each_heads_own_batch_and_a_stopped_head_leav
             np.testing.assert_allclose(ours, keras_weights, rtol=1e-4, atol=1e-6)
 
 
-def test_pseudo_labels_come_from_each_folds_own_first_round_heads():
+def test_pseudo_labels_come_from_each_folds_own_first_round_heads_on_the_other_folds_test_parts():
     """Fold k's pseudo-labels are the geometric mean of fold k's heads over every view (never another fold's, which
-    trained on fold k's validation rows); hard ones keep only the rows predicted at HARD_CONFIDENCE or more."""
+    trained on fold k's validation rows), on the readable test rows outside part k, which fold k's heads alone
+    predict; hard ones keep only the rows predicted at HARD_CONFIDENCE or more, one-hot."""
     from kaggle_src.pseudo_labels import HARD_CONFIDENCE, pseudo_labels
 
     rng = np.random.default_rng(1)
-    test = rng.normal(0, 1, (6, 2, 4)).astype(np.float32)
+    test = rng.normal(0, 1, (12, 2, 4)).astype(np.float32)
     heads = [TrainedHead(fold, view, np.zeros(4, np.float32), np.ones(4, np.float32),
                          rng.normal(0, 3, (4, 3)).astype(np.float32), np.zeros(3, np.float32))
-             for fold in range(2) for view in range(2)]
-    readable = np.array([0, 2, 3, 4, 5])  # row 1 unreadable: never a pseudo-label
-    soft = pseudo_labels(heads, test, readable, "soft")
-    for fold in range(2):
-        own = [head.predict(test[readable, view]) for head in heads if head.fold == fold for view in range(2)]
+             for fold in range(3) for view in range(2)]
+    readable = np.delete(np.arange(12), [1])  # row 1 unreadable: never a pseudo-label
+    soft = pseudo_labels(heads, test, readable, "soft", seed=0)
+    assert sorted(np.concatenate(soft.parts)) == list(range(12)) and [len(part) for part in soft.parts] == [4, 4, 4]
+    for fold in range(3):
+        assert list(soft.rows[fold]) == [row for row in readable if row not in soft.parts[fold]]
+        own = [head.predict(test[soft.rows[fold], view]) for head in heads if head.fold == fold for view in range(2)]
         expected = np.exp(np.log(own).mean(axis=0))
         np.testing.assert_allclose(soft.targets[fold], expected / expected.sum(axis=1, keepdims=True), rtol=1e-5)
-        assert list(soft.rows[fold]) == list(readable)
-    hard = pseudo_labels(heads, test, readable, "hard")
-    for fold in range(2):
+    hard = pseudo_labels(heads, test, readable, "hard", seed=0)
+    for fold in range(3):
         confident = soft.targets[fold].max(axis=1) >= HARD_CONFIDENCE
-        assert list(hard.rows[fold]) == list(readable[confident])
+        assert list(hard.rows[fold]) == list(soft.rows[fold][confident])
         assert (hard.targets[fold].argmax(axis=1) == soft.targets[fold][confident].argmax(axis=1)).all()
         assert (hard.targets[fold].max(axis=1) == 1).all()
-    assert any(len(hard.rows[fold]) < len(readable) for fold in range(2))  # the threshold left some out
+    assert any(len(hard.rows[fold]) < len(soft.rows[fold]) for fold in range(3))  # the threshold left some out
+    predictions = rng.random((3, 2, 2, 12, 3))  # (folds, head views, views, n_test, classes)
+    own_fold = soft.own_fold(predictions)
+    for fold, part in enumerate(soft.parts):
+        for slot in range(3):  # every fold's place holds the part's own fold's prediction
+            np.testing.assert_array_equal(own_fold[slot][:, :, part], predictions[fold][:, :, part])
 
 
 def test_second_round_heads_train_on_their_folds_test_rows_and_are_validated_on_training_rows_alone():
@@ -213,7 +220,7 @@ def test_second_round_heads_train_on_their_folds_test_rows_and_are_validated_on_
     folds = make_folds(train_labels, config)
     truth = np.eye(3)[test_labels]
     pseudo = PseudoLabels(test, [np.arange(len(test)), np.arange(0, len(test), 2)] + [np.arange(len(test))] * 3,
-                          [truth, truth[::2]] + [truth] * 3)
+                          [truth, truth[::2]] + [truth] * 3, parts=None)
     training, targets, every_feature = training_rows(train, train_labels, folds, 3, pseudo)
     assert len(every_feature) == len(train) + len(test)
     for fold, ((train_index, validation_index), (rows, target_rows)) in enumerate(zip(folds, training)):
