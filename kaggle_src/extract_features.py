@@ -259,11 +259,19 @@ def padded(batches, batch_size):
 
 
 def _predict(extractor, images, batch_size):
-    size = extractor.input_shape[1]
+    """The extractor's features of `images`, fed through tf.data as they load.
+
+    tf.data keeps the generator's function in a registry of its own for as long as the process lives, so the function
+    reaches the images through `source`, emptied once the split is done: else every split's images (6.2 GB for the
+    training set at 448 px) would stay in memory while the next split loads."""
+    size, source = extractor.input_shape[1], [images]
     dataset = tf.data.Dataset.from_generator(
-        lambda: padded(images.batches(batch_size), batch_size),
+        lambda: padded(source[0].batches(batch_size), batch_size),
         output_signature=tf.TensorSpec((batch_size, size, size, 3), tf.uint8),
     ).apply(tf.data.experimental.assert_cardinality(-(-len(images) // batch_size))).prefetch(2)
-    with progress(len(images), f"extract {images.desc} ({batch_size} a batch)", "img") as bar:
-        features = extractor.predict(dataset, verbose=0, callbacks=[ProgressCallback(bar, batch_size)])
+    try:
+        with progress(len(images), f"extract {images.desc} ({batch_size} a batch)", "img") as bar:
+            features = extractor.predict(dataset, verbose=0, callbacks=[ProgressCallback(bar, batch_size)])
+    finally:
+        source.clear()
     return np.asarray(features[:len(images)], np.float32)

@@ -77,6 +77,18 @@ def test_without_flips_there_is_one_view(backbones, images, expected, tmp_path):
     close_to(features, expected[:, :1], 1e-4)
 
 
+def test_a_splits_images_are_let_go_once_extracted(backbones, images, tmp_path):
+    """tf.data keeps a generator's function for the life of the process: the images must not stay reachable through
+    it, or the training split's array (6.2 GB at 448 px) would still be held while the test split loads."""
+    import weakref
+
+    split = loaded(images, tmp_path)
+    array = weakref.ref(split.array)
+    extract_features(fuse_views(backbones, SIZE, flips=True), split, batch_size=2)
+    del split
+    assert array() is None
+
+
 @pytest.fixture(scope="module")
 def full_precision(images, tmp_path_factory):
     """The float32 extractor built after seed 0, and its features of `images`: what each half precision is held to."""
