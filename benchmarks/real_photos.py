@@ -228,6 +228,8 @@ def measure_split(photos, features, sizes, native, split, args, folder):
     for size in sorted(set(sizes) | {native}):
         split_folder, saved = write_split(photos, train, held_out, features[size], size, folder / f"{split}_{size}")
         runs = {"ours": shlex.split(args.pipeline)} if size in sizes else {}
+        if args.compare is not None and size in sizes:
+            runs["other"] = shlex.split(args.compare)
         if size == native:
             runs["seed"] = ["--no-standardise", "--no-logistic", "--members-per-head", "1", "--ensemble", "heads_mean"]
         scores = {}
@@ -267,6 +269,8 @@ def main(argv=None):
     parser.add_argument("--speed-turns", type=int, default=3, help="timed batches per size for the images/s row (0: none)")
     parser.add_argument("--pipeline", default="", metavar="ARGS",
                         help="the submission's run with these pipeline flags too, e.g. '--members-per-head 1'")
+    parser.add_argument("--compare", metavar="ARGS", help="also the run with these pipeline flags instead, on the same "
+                        "splits: its submission, and its paired difference from ours with its standard error")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -288,13 +292,13 @@ def main(argv=None):
                            "scores": result})
             print(f"split {split}: {counts[0]} train, {counts[1]} held out; submitted "
                   + ", ".join(f"{option} at {size}px" for size, option in chosen.items()), flush=True)
-    print_table(splits, sizes, native, speed, len(photos), photos["breed"].nunique())
+    print_table(splits, sizes, native, speed, len(photos), photos["breed"].nunique(), args.compare)
     if args.json:
         args.json.write_text(json.dumps({"photos": len(photos), "part": args.part, "held_out": args.held_out,
                                          "pipeline": args.pipeline, "speed": speed, "splits": splits}, indent=1) + "\n")
 
 
-def print_table(splits, sizes, native, speed, n_photos, n_breeds):
+def print_table(splits, sizes, native, speed, n_photos, n_breeds, compare=None):
     """The held-out log loss of each method at each size, mean ± standard deviation over the splits, and the
     submission's ratio to the public kernel and to the flip-averaged regression at its own size."""
     def cell(size, key):
@@ -305,7 +309,9 @@ def print_table(splits, sizes, native, speed, n_photos, n_breeds):
     options = sorted({key.split(":")[1] for split in splits for key in split["scores"][sizes[0]]
                       if key.startswith("ours:")
                       and key not in ("ours:submission", "ours:oof", "ours:lowest_oof", "ours:sizes_geometric")})
-    rows = [("the submission", "ours:submission"), ("its out-of-fold log loss", "ours:oof"),
+    rows = [("the submission", "ours:submission"),
+            *([(f"the submission with `{compare}` instead", "other:submission")] if compare is not None else []),
+            ("its out-of-fold log loss", "ours:oof"),
             ("the option with the lowest out-of-fold log loss", "ours:lowest_oof"),
             ("the submissions at every size, geometric mean", "ours:sizes_geometric"),
             *[(f"option `{option}`", f"ours:{option}") for option in options],
@@ -319,6 +325,10 @@ def print_table(splits, sizes, native, speed, n_photos, n_breeds):
     print("| --- |" + " --- |" * len(shown))
     for name, key in rows:
         print(f"| {name} | " + " | ".join(cell(size, key)[0] for size in shown) + " |")
+    if compare is not None:
+        print(f"| the submission less that with `{compare}`, paired: mean ± standard error | " + " | ".join(
+            paired_difference(splits, size, "ours:submission", "other:submission") if size in sizes else "-"
+            for size in shown) + " |")
     print("| submission / public kernel at native size | " + " | ".join(
         f"{cell(size, 'ours:submission')[1] / public:.2f}x" if size in sizes else "-" for size in shown) + " |")
     print("| submission / flip-averaged regression, same size | " + " | ".join(
@@ -332,6 +342,15 @@ def print_table(splits, sizes, native, speed, n_photos, n_breeds):
     print("| submitted options | " + " | ".join(
         ", ".join(split["chosen"].get(size, "-") for split in splits) if size in sizes else "-" for size in shown)
         + " |")
+
+
+def paired_difference(splits, size, first, second):
+    """The mean over `splits` of method `first`'s held-out log loss less `second`'s on the same split, ± its standard
+    error (the differences' sample deviation over the square root of their count): the noise the rule for a default
+    measures a lead against (benchmarks/README.md)."""
+    differences = np.array([split["scores"][size][first] - split["scores"][size][second] for split in splits])
+    error = differences.std(ddof=1) / np.sqrt(len(differences)) if len(differences) > 1 else float("nan")
+    return f"{differences.mean():+.4f} ± {error:.4f}"
 
 
 if __name__ == "__main__":
