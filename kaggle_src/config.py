@@ -73,9 +73,10 @@ class Config:
         "their best, instead of the folds' heads (whose out-of-fold predictions still score the options)",
     )
     pseudo_labels: str = setting(
-        "off", f"a second round of heads on the training rows plus the test rows, the first round's predictions as "
-        f"their targets, each fold's from its own first-round heads: one of {', '.join(PSEUDO_LABELS)}; soft: every "
-        f"test row, the predicted probabilities; hard: the rows predicted at {HARD_CONFIDENCE:g} or more, as that breed",
+        "off", f"a second round of heads on the training rows plus test rows, the first round's predictions as their "
+        f"targets: each fold's heads train on the test rows outside its part of the test set, which they alone "
+        f"predict, towards its own first-round heads' predictions: one of {', '.join(PSEUDO_LABELS)}; soft: the "
+        f"predicted probabilities; hard: the rows predicted at {HARD_CONFIDENCE:g} or more, as that breed",
         "MODE",
     )
     logistic: bool = setting(
