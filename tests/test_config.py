@@ -150,13 +150,6 @@ def test_pseudo_labels_is_one_of_its_modes():
     assert str(error.value) == "config pseudo_labels='yes': expected one of off, soft, hard"
 
 
-def test_refit_and_pseudo_labels_are_not_both_on():
-    with pytest.raises(InputError) as error:
-        make_config(refit=True, pseudo_labels="soft")
-    assert str(error.value) == ("config refit=True: expected pseudo_labels='off' (pseudo-labels need the folds' heads "
-                                "for the test), not 'soft'")
-
-
 def test_the_ensemble_setting_names_an_option_these_settings_score():
     assert make_config(ensemble="tta").ensemble == "tta" and make_config().ensemble == ""
     every = "heads_mean, geometric, tta, tta_geometric, tta_geometric_temperature, logistic, heads_logistic, blend"

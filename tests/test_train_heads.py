@@ -234,26 +234,3 @@ def test_second_round_heads_train_on_their_folds_test_rows_and_are_validated_on_
     assert oof.shape == oof_alone.shape == (2, 2, len(train), 3)
     alone, with_pseudo = (score_predictions(o[0, 0], train_labels, 3)["log_loss"] for o in (oof_alone, oof))
     assert with_pseudo < 0.8 * alone
-
-
-def test_refit_heads_train_on_every_row_for_the_folds_median_epochs_to_their_best(capsys):
-    """refit: one head per view on every training row, for the median of the folds' heads' epochs to their lowest
-    validation loss; each head's members stop at their best, so the folds' best epochs vary."""
-    from kaggle_src.train_heads import refit_heads
-
-    features, labels = separable(n_per_class=20, seed=4)
-    features[:, 1] = features[:, 0]
-    features += np.random.default_rng(4).normal(0, 1.5, features.shape)  # overlapping classes: heads stop early
-    config = make_config(n_folds=3, max_epochs=30, patience=3, learning_rate=0.05)
-    heads, _ = train_heads(features, labels, make_folds(labels, config), 3, config)
-    assert all(1 <= head.best_epochs <= head.epochs for head in heads)
-    epochs = round(np.median([head.best_epochs for head in heads]))
-    capsys.readouterr()
-    refitted = refit_heads(features, labels, heads, 3, config)
-    assert capsys.readouterr().out.splitlines()[-1] == (
-        f"heads for the test: every training row, {epochs} epochs (the folds' median to their best)")
-    assert [(head.fold, head.view, head.epochs) for head in refitted] == [(0, 0, epochs), (0, 1, epochs)]
-    for view in range(2):  # all the rows, not a fold's: the refitted head fits them best
-        fitted = score_predictions(refitted[view].predict(features[:, view]), labels, 3)["log_loss"]
-        assert all(fitted < score_predictions(head.predict(features[:, view]), labels, 3)["log_loss"]
-                   for head in heads if head.view == view)
