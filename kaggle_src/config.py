@@ -68,10 +68,6 @@ class Config:
         "seed's heads did not: --no-standardise); on real ImageNet features it lowered the held-out log loss "
         "of the seed's heads, and random-init features (dry runs) need it",
     )
-    refit: bool = setting(
-        False, "the test's heads are trained on every training row, for the median epochs the folds' heads took to "
-        "their best, instead of the folds' heads (whose out-of-fold predictions still score the options)",
-    )
     pseudo_labels: str = setting(
         "off", f"a second round of heads on the training rows plus test rows, the first round's predictions as their "
         f"targets: each fold's heads train on the test rows outside its part of the test set, which they alone "
@@ -146,9 +142,6 @@ class Config:
             raise InputError(f"config precision={self.precision!r}: expected one of {', '.join(PRECISIONS)}")
         if self.pseudo_labels not in PSEUDO_LABELS:
             raise InputError(f"config pseudo_labels={self.pseudo_labels!r}: expected one of {', '.join(PSEUDO_LABELS)}")
-        if self.refit and self.pseudo_labels != "off":
-            raise InputError(f"config refit=True: expected pseudo_labels='off' (pseudo-labels need the folds' heads "
-                             f"for the test), not {self.pseudo_labels!r}")
         if self.xla not in XLA_MODES:
             raise InputError(f"config xla={self.xla!r}: expected one of {', '.join(XLA_MODES)}")
         if not 0 <= self.dropout < 1:

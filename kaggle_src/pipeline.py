@@ -45,7 +45,7 @@ def run(config, input_root, output_dir, build=None):
     import_quietly("tensorflow")
     from .extract_features import check_accelerator, describe_runtime
     from .pictures import draw_pictures
-    from .train_heads import make_folds, refit_heads, train_heads
+    from .train_heads import make_folds, train_heads
     from .train_logistic import train_logistic
 
     on_cpu = saved is None and check_accelerator(config, on_kaggle())
@@ -75,11 +75,7 @@ def run(config, input_root, output_dir, build=None):
             print(f"pseudo-labels ({config.pseudo_labels}): {np.mean([len(rows) for rows in pseudo.rows]):.0f} test "
                   f"rows a fold; second round of heads")
             heads, oof = train_heads(train, labels, folds, n_classes, config, pseudo)
-    test_heads = heads
-    if config.refit:  # the test's heads on every training row (refit_heads)
-        with timer("refit_heads"):
-            test_heads = refit_heads(train, labels, heads, n_classes, config)
-    families = {"heads": (test_heads, oof)}
+    families = {"heads": (heads, oof)}
     if config.logistic:
         with timer("train_logistic"):
             families["logistic"] = train_logistic(train, labels, folds, n_classes, config)

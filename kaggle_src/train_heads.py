@@ -44,7 +44,6 @@ class TrainedHead:
     kernel: np.ndarray  # (features, classes)
     bias: np.ndarray  # (classes,)
     epochs: int = 0  # epochs run before it stopped early (for a logistic regression: L-BFGS iterations)
-    best_epochs: int = 0  # epochs to its lowest validation loss, whose weights it kept (its members' median)
     val_log_loss: float = float("nan")
     val_accuracy: float = float("nan")
 
@@ -142,7 +141,7 @@ class HeadsTrainer:
             )
 
 
-def train_heads(features, labels, folds, n_classes, config, pseudo=None, quiet=False):
+def train_heads(features, labels, folds, n_classes, config, pseudo=None):
     """Train one head per fold and view on `features` (n, views, d); return (heads, out-of-fold predictions).
 
     Each head is config.members_per_head members trained apart (their own initialisation, dropout masks and
@@ -192,7 +191,7 @@ def train_heads(features, labels, folds, n_classes, config, pseudo=None, quiet=F
                 best_loss[index], best_epoch[index] = loss, epoch
                 member.kernel, member.bias = kernel[index].copy(), bias[index].copy()
             if epoch - best_epoch[index] >= config.patience or epoch + 1 == config.max_epochs:
-                member.epochs, member.best_epochs = epoch + 1, best_epoch[index] + 1
+                member.epochs = epoch + 1
                 active.remove(index)
         bar.set_postfix_str(f"{len(active)} training, best val log loss {best_loss.min():.4f}", refresh=False)
         bar.update()
@@ -202,22 +201,8 @@ def train_heads(features, labels, folds, n_classes, config, pseudo=None, quiet=F
     k = config.members_per_head
     heads = [mean_head(members[index * k:(index + 1) * k]) for index in range(len(heads))]
     oof = out_of_fold(heads, features, labels, folds, n_classes)
-    if not quiet:
-        print_validation(heads, config.views, "epochs (its longest member's)")
+    print_validation(heads, config.views, "epochs (its longest member's)")
     return heads, oof
-
-
-def refit_heads(features, labels, heads, n_classes, config):
-    """One head per view trained on every training row, for the median number of epochs the folds' `heads` took to
-    their lowest validation loss: for the test, a fifth more rows than each fold's heads saw. There is no row left
-    to stop it early on, so it keeps its weights of lowest training loss within those epochs (nearly always the last).
-    Its members are trained apart and averaged as the folds' are."""
-    epochs = max(1, round(np.median([head.best_epochs for head in heads])))
-    every_row = np.arange(len(labels))
-    refitted, _ = train_heads(features, labels, [(every_row, every_row)], n_classes,
-                              replace(config, max_epochs=epochs, patience=epochs), quiet=True)
-    print(f"heads for the test: every training row, {epochs} epochs (the folds' median to their best)")
-    return refitted
 
 
 def training_rows(features, labels, folds, n_classes, pseudo):
@@ -243,8 +228,7 @@ def mean_head(members):
     return TrainedHead(members[0].fold, members[0].view, members[0].mean, members[0].scale,
                        np.mean([member.kernel for member in members], axis=0),
                        np.mean([member.bias for member in members], axis=0),
-                       epochs=max(member.epochs for member in members),
-                       best_epochs=round(np.median([member.best_epochs for member in members])))
+                       epochs=max(member.epochs for member in members))
 
 
 def on_device(array):
