@@ -83,7 +83,7 @@ class Config:
         "", "the ensembling option to submit instead of the one chosen out of fold (every option is still "
         f"scored): one of {', '.join(option.name for option in OPTIONS)}; the tta ones need "
         "--flips, logistic and heads_logistic --logistic", "NAME",
-        "none: the preferred option within one standard error of the best",
+        "none: the preferred fixed recipe within one standard error of the best one",
     )
     head_batch_size: int = setting(128, "head training batch", "N")
     extract_batch_size: int = setting(

@@ -106,8 +106,8 @@ def report_markdown(metrics):
     set_by = (
         "" if chosen["option"] == chosen["best_out_of_fold"]
         else f" (set by --ensemble; the best out of fold is {chosen['best_out_of_fold']})" if chosen["set_by_ensemble"]
-        else f" (the preferred option within {NOISE_STANDARD_ERRORS:g} standard error of the best out of fold, "
-             f"{chosen['best_out_of_fold']})"
+        else f" (the preferred fixed recipe within {NOISE_STANDARD_ERRORS:g} standard error of the best one out of "
+             f"fold; the lowest of all: {chosen['best_out_of_fold']})"
     )
     lines = [
         f"# {summary_line(metrics)}",

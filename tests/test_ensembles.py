@@ -187,25 +187,30 @@ def test_the_blend_is_cross_fitted_and_its_test_weights_fitted_on_every_row():
 
 
 def test_another_option_is_chosen_over_a_preferred_one_only_when_it_wins_by_more_than_one_standard_error():
-    """The one-standard-error rule on the per-image difference: a lead within the noise goes to the option first in
-    PREFERENCE (logistic, a fixed recipe, before the blend, which fits its weights on the out-of-fold rows)."""
+    """The one-standard-error rule on the per-image difference: a lead within the noise goes to the fixed recipe first
+    in PREFERENCE (tta before logistic). The fitted options (a temperature, the blend) are never chosen unless named,
+    however far they lead out of fold."""
     labels = np.random.default_rng(9).integers(0, 2, 400)
     simple = np.full((400, 2), 0.3)
     simple[np.arange(400), labels] = 0.7
-    options = {name: next(option for option in OPTIONS if option.name == name) for name in ("logistic", "blend")}
+    options = {option.name: option for option in OPTIONS}
 
     def scored(option, oof):
         return ScoredOption(options[option], oof, oof[:3], log_loss(oof, labels), 1.0)
 
-    for shift, expected in ((0.0, "logistic"), (0.01, "logistic"), (0.02, "blend")):
+    perfect = np.eye(2)[labels] * 0.98 + 0.01
+    for shift, expected in ((0.0, "tta"), (0.01, "tta"), (0.02, "logistic")):
         fitted = simple.copy()
         moved = np.tile([0.1, -0.1], 200) + shift  # per image: noise of 0.1 either way, a lead of `shift`
         fitted[np.arange(400), labels] += moved
         fitted[np.arange(400), 1 - labels] -= moved
-        candidates = [scored("blend", fitted), scored("logistic", simple)]
+        candidates = [scored("tta", simple), scored("logistic", fitted), scored("blend", perfect),
+                      scored("tta_geometric_temperature", perfect)]
         lead = np.log(fitted[np.arange(400), labels]) - np.log(simple[np.arange(400), labels])  # per image
-        assert (lead.mean() > lead.std() / math.sqrt(400)) == (expected == "blend")  # the case is what its name says
-        assert best(candidates).option.name == "blend" or shift == 0.0
+        assert (lead.mean() > lead.std() / math.sqrt(400)) == (expected == "logistic")  # the case is what its name says
+        assert best(candidates).option.name == "blend"
         assert choose(candidates, labels, make_config()).option.name == expected
-    assert PREFERENCE.index("logistic") < PREFERENCE.index("blend") and sorted(PREFERENCE) == sorted(
-        option.name for option in OPTIONS)
+        assert choose(candidates, labels, make_config(ensemble="blend")).option.name == "blend"
+    assert PREFERENCE.index("tta") < PREFERENCE.index("logistic")
+    assert sorted(PREFERENCE) == sorted(option.name for option in OPTIONS if not option.temperature
+                                        and option.family != "options")

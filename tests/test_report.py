@@ -74,8 +74,8 @@ def test_an_option_within_the_noise_of_the_best_is_reported_as_the_preferred_suc
     within_noise = metrics([])
     within_noise["chosen"] = {"option": "heads_mean", "best_out_of_fold": "tta", "set_by_ensemble": False,
                               "improvement_over_heads_mean": 0.0}
-    assert "Submitted: **heads_mean** (the preferred option within 1 standard error of the best out of fold, tta), " \
-        "out-of-fold log loss 0.2500" in report_markdown(within_noise)
+    assert "Submitted: **heads_mean** (the preferred fixed recipe within 1 standard error of the best one out of " \
+        "fold; the lowest of all: tta), out-of-fold log loss 0.2500" in report_markdown(within_noise)
 
 
 def test_report_links_each_picture_after_a_line_on_what_it_shows():
