@@ -55,7 +55,7 @@ def test_without_flips_or_logistic_regressions_their_options_are_left_out(small_
 
 def test_same_seed_same_submission_and_unknown_arguments_are_ignored(small_stub, quick_run, tmp_path, capsys):
     """A second run of quick_run's settings, with arguments Kaggle may pass, gives its submission; another seed (its
-    folds and heads, on quick_run's features) not."""
+    folds and heads, on quick_run's features, with a second round of heads on pseudo-labels) not."""
     quick = [*QUICK, "--input-root", str(small_stub)]
     assert main([*quick, "--output-dir", str(tmp_path / "a"), "-f", "/tmp/kernel.json", "--no-flip"]) == 0
     assert capsys.readouterr().err.splitlines()[:2] == [
@@ -63,8 +63,12 @@ def test_same_seed_same_submission_and_unknown_arguments_are_ignored(small_stub,
         "warning: argument --no-flip: unknown (did you mean --no-flips?); ignored",
     ]
     assert (tmp_path / "a" / "submission.csv").read_bytes() == (quick_run / "submission.csv").read_bytes()
-    assert main([*quick, "--output-dir", str(tmp_path / "c"), "--seed", "7", "--features", str(quick_run)]) == 0
+    assert main([*quick, "--output-dir", str(tmp_path / "c"), "--seed", "7", "--features", str(quick_run),
+                 "--pseudo-labels", "soft"]) == 0
     assert (tmp_path / "a" / "submission.csv").read_bytes() != (tmp_path / "c" / "submission.csv").read_bytes()
+    metrics = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    assert metrics["config"]["pseudo_labels"] == "soft" and metrics["seconds"]["pseudo_labels"] > 0
+    assert "second round of heads" in capsys.readouterr().out
 
 
 def edit_csv(path, edit):
