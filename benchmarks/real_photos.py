@@ -4,6 +4,12 @@ regression averaged over both views, over repeated held-out splits.
     python -m benchmarks.real_photos                              # ../shared/real_photos, Xception, 3 splits
     python -m benchmarks.real_photos --photos DIR --breeds 40 --per-breed 30 --splits 5 --sizes 299,448,512
     python -m benchmarks.real_photos --pipeline "--members-per-head 1"   # a setting against the defaults
+    python -m benchmarks.real_photos --photos ../shared/stanford_dogs/dog-breed-identification --part choose \
+        --held-out 0.5 --splits 5 --sizes 448 --compare "--pseudo-labels soft"   # choose on one half of the photos
+
+`--part choose` keeps the half of the photos that defaults are chosen on (by a hash of each photo's id), `--part
+confirm` the other half, where a chosen default is confirmed (benchmarks/README.md states the rule); `--compare
+"ARGS"` also runs the pipeline with those flags on the same splits and prints the paired difference.
 
 `--photos` is any folder in the competition's layout with labelled training images (`labels.csv` and
 `train/`): the shared real photos by default, or the real competition's own files. Real ImageNet Xception
